@@ -1,0 +1,71 @@
+//! HTTP metrics and one log line per request (route pattern, not the raw
+//! path, so MSISDNs and ids stay out of the log).
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use super::State;
+
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: IntCounterVec,
+    seconds: HistogramVec,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Registry) -> Result<HttpMetrics, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new("tmcs_http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )?;
+        let seconds = HistogramVec::new(
+            HistogramOpts::new("tmcs_http_request_duration_seconds", "HTTP request latency")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+            &["method", "route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(seconds.clone()))?;
+        Ok(HttpMetrics { requests, seconds })
+    }
+}
+
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let state = req.app_data::<web::Data<State>>().cloned();
+    let res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = res.status().as_u16();
+    let elapsed = start.elapsed();
+    if let Some(st) = state {
+        st.http
+            .requests
+            .with_label_values(&[&method, &route, &status.to_string()])
+            .inc();
+        st.http
+            .seconds
+            .with_label_values(&[&method, &route])
+            .observe(elapsed.as_secs_f64());
+    }
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status,
+        ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(res)
+}

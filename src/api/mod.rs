@@ -1,0 +1,184 @@
+//! The HTTPS service (actix-web + OpenSSL). One module per role; the role
+//! comes from the registered client-certificate fingerprint and is enforced
+//! per route prefix (CONTRACT §3). Every error is problem+json (§4).
+//!
+//! No cryptoki or diesel here: handlers call domain functions on the
+//! blocking pool through [`State::blocking`].
+
+mod admin;
+mod auditor;
+pub mod auth;
+mod health;
+mod metrics;
+mod pki_routes;
+pub mod problem;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App as ActixApp, HttpRequest, HttpServer};
+use tokio::sync::Semaphore;
+
+use crate::app::{App, AppError};
+pub use auth::{Caller, Role};
+pub use problem::ApiError;
+
+/// Shared by all workers.
+pub struct State {
+    pub app: App,
+    pub http: metrics::HttpMetrics,
+    blocking: Arc<Semaphore>,
+}
+
+impl State {
+    /// Runs blocking work (DB, HSM, argon2) off the executor, at most
+    /// `server.blocking_threads` at once.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    {
+        let _permit = self
+            .blocking
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::unavailable("worker pool", e))?;
+        match actix_web::rt::task::spawn_blocking(f).await {
+            Ok(r) => r,
+            Err(e) => Err(ApiError::internal(format!("blocking task failed: {e}"))),
+        }
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.app.clock.now()
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Bound {
+    pub server: actix_web::dev::Server,
+    pub addrs: Vec<SocketAddr>,
+    pub state: web::Data<State>,
+}
+
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _req: &HttpRequest| {
+            use actix_web::error::JsonPayloadError as J;
+            let e = match &err {
+                J::Overflow { .. } | J::OverflowKnownLength { .. } => {
+                    ApiError::coded("payload.too_large", "the request body is too large")
+                }
+                J::ContentType => ApiError::coded(
+                    "unsupported_media_type",
+                    "expected Content-Type: application/json",
+                ),
+                J::Deserialize(d) => {
+                    ApiError::coded("request.malformed", format!("invalid JSON: {d}"))
+                }
+                _ => ApiError::coded("request.malformed", "the request body cannot be read"),
+            };
+            e.into()
+        })
+}
+
+fn payload_config(limit: usize) -> web::PayloadConfig {
+    web::PayloadConfig::new(limit)
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::coded("not_found", "no such resource"))
+}
+
+/// Builds the service and binds its listener.
+pub fn bind(app: App) -> Result<Bound, AppError> {
+    let cfg = app.cfg.clone();
+    let http = metrics::HttpMetrics::new(&app.registry)
+        .map_err(|e| AppError::Setup(format!("metrics: {e}")))?;
+    let state = web::Data::new(State {
+        blocking: Arc::new(Semaphore::new(cfg.file.server.blocking_threads)),
+        http,
+        app,
+    });
+    let acceptor = tls::acceptor(&cfg.tls_cert, &cfg.tls_key)?;
+    let limit = cfg.file.server.max_body_bytes;
+    let data = state.clone();
+    let mut server = HttpServer::new(move || {
+        ActixApp::new()
+            .app_data(data.clone())
+            .app_data(json_config(limit))
+            .app_data(payload_config(limit))
+            .wrap(middleware::from_fn(metrics::observe))
+            .wrap(
+                middleware::DefaultHeaders::new()
+                    .add(("x-content-type-options", "nosniff"))
+                    .add(("strict-transport-security", "max-age=31536000")),
+            )
+            .configure(health::routes)
+            .configure(pki_routes::routes)
+            .service(
+                web::scope("/v1/admin")
+                    .wrap(middleware::from_fn(auth::operator_only))
+                    .configure(admin::routes),
+            )
+            .service(
+                web::scope("/v1/audit")
+                    .wrap(middleware::from_fn(auth::auditor_only))
+                    .configure(auditor::routes),
+            )
+            .default_service(web::to(not_found))
+    })
+    .on_connect(tls::capture_peer_certificate)
+    .client_request_timeout(Duration::from_secs(cfg.file.server.request_timeout_seconds))
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .keep_alive(Duration::from_secs(75))
+    .max_connections(cfg.file.server.max_connections)
+    .shutdown_timeout(10)
+    .disable_signals();
+    if cfg.file.server.workers > 0 {
+        server = server.workers(cfg.file.server.workers);
+    }
+    let server = server
+        .bind_openssl(&cfg.file.server.listen, acceptor)
+        .map_err(|e| {
+            AppError::Setup(format!("cannot listen on {}: {e}", cfg.file.server.listen))
+        })?;
+    let addrs = server.addrs();
+    Ok(Bound {
+        server: server.run(),
+        addrs,
+        state,
+    })
+}
+
+/// Periodic work while serving: signed audit checkpoints.
+pub async fn background(state: web::Data<State>) {
+    let every = state.app.cfg.file.audit.checkpoint_interval_seconds.max(1);
+    let mut tick = tokio::time::interval(Duration::from_secs(every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let app = state.app.clone();
+        let res = state
+            .blocking(move || {
+                crate::audit::make_checkpoint(
+                    &app.store,
+                    &app.hsm,
+                    &app.pki.keys.audit,
+                    app.clock.now(),
+                )
+                .map_err(ApiError::internal)
+            })
+            .await;
+        match res {
+            Ok(Some(cp)) => tracing::info!(seq = cp.seq, "audit checkpoint signed"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "audit checkpoint failed"),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Wiring: turns a [`Config`] into the opened parts (store, HSM, PKI) that
+//! commands and the HTTP service share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::fsutil;
+use crate::hsm::{Hsm, HsmError, HsmMetrics, HsmSettings};
+use crate::pki::{Pki, PkiError, PkiSettings, Profiles};
+use crate::store::{Store, StoreError, StoreSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("HSM: {0}")]
+    Hsm(#[from] HsmError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AppError + '_ {
+    move |source| AppError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub fn store_settings(cfg: &Config) -> StoreSettings {
+    StoreSettings {
+        url: cfg.database_url.clone(),
+        pool_size: cfg.file.database.pool_size,
+        connect_timeout: Duration::from_secs(cfg.file.database.connect_timeout_seconds),
+        busy_timeout_ms: cfg.file.database.busy_timeout_ms,
+    }
+}
+
+pub fn hsm_settings(cfg: &Config, pin: SecretString) -> HsmSettings {
+    HsmSettings {
+        module: cfg.file.hsm.module.clone(),
+        token_label: cfg.file.hsm.token_label.clone(),
+        pin,
+        sessions: cfg.file.hsm.sessions,
+        session_timeout: Duration::from_millis(cfg.file.hsm.session_timeout_ms),
+        softhsm_conf: cfg.softhsm_conf.clone(),
+    }
+}
+
+/// The configured HSM user PIN: `TMCS_HSM__PIN`, else the PIN file.
+pub fn hsm_pin(cfg: &Config) -> Result<SecretString, AppError> {
+    if let Some(pin) = &cfg.file.hsm.pin {
+        return Ok(pin.clone());
+    }
+    fsutil::read_secret_file(&cfg.hsm_pin_file).map_err(|e| {
+        AppError::Setup(format!(
+            "HSM PIN: {e} (set TMCS_HSM__PIN or hsm.pin_file, or run `tmcs init`)"
+        ))
+    })
+}
+
+pub fn pki_settings(cfg: &Config) -> Result<PkiSettings, AppError> {
+    let dir = (!cfg.file.pki.profiles_dir.is_empty())
+        .then(|| cfg.data_dir.join(&cfg.file.pki.profiles_dir));
+    Ok(PkiSettings {
+        public_url: cfg.file.server.public_url.clone(),
+        organization: cfg.file.pki.organization.clone(),
+        country: cfg.file.pki.country.clone(),
+        profiles: Profiles::load(dir.as_deref())?,
+    })
+}
+
+/// The opened service parts. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub cfg: Arc<Config>,
+    pub clock: SharedClock,
+    pub store: Store,
+    pub hsm: Hsm,
+    pub pki: Arc<Pki>,
+    pub registry: prometheus::Registry,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("data_dir", &self.cfg.data_dir)
+            .field("store", &self.store)
+            .field("hsm", &self.hsm)
+            .finish()
+    }
+}
+
+impl App {
+    /// Opens an initialised installation. Refuses a database whose schema is
+    /// behind (run `tmcs migrate`) or a PKI that was never created (`tmcs init`).
+    pub fn open(cfg: Config, clock: SharedClock) -> Result<App, AppError> {
+        let store = Store::open(&store_settings(&cfg))?;
+        if store.has_pending_migrations()? {
+            return Err(AppError::Setup(
+                "the database schema is behind this binary; run `tmcs migrate`".into(),
+            ));
+        }
+        let registry = prometheus::Registry::new();
+        let hsm_metrics = HsmMetrics::new().map_err(|e| AppError::Setup(e.to_string()))?;
+        hsm_metrics
+            .register(&registry)
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        let hsm = Hsm::open(&hsm_settings(&cfg, hsm_pin(&cfg)?), hsm_metrics)?;
+        let pki = Pki::load(&store, hsm.clone(), pki_settings(&cfg)?)?;
+        Ok(App {
+            cfg: Arc::new(cfg),
+            clock,
+            store,
+            hsm,
+            pki: Arc::new(pki),
+            registry,
+        })
+    }
+}

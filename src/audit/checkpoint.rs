@@ -1,0 +1,83 @@
+//! Signed checkpoints: the HSM audit key signs
+//! `tmcs-checkpoint-v1\n<seq>\n<hash>\n<ts>\n` (ECDSA P-256/SHA-256).
+
+use base64::Engine;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Public};
+use openssl::sign::Verifier;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::AuditError;
+use crate::clock::rfc3339_millis;
+use crate::hsm::{Hsm, KeyId};
+use crate::store::audit_rows::{self, CheckpointRow};
+use crate::store::Store;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub ts: String,
+    /// Base64 DER ECDSA signature.
+    pub sig: String,
+}
+
+impl From<CheckpointRow> for Checkpoint {
+    fn from(r: CheckpointRow) -> Self {
+        Checkpoint {
+            seq: r.seq,
+            hash: r.hash,
+            ts: r.ts,
+            sig: r.sig,
+        }
+    }
+}
+
+pub fn checkpoint_message(seq: i64, hash: &str, ts: &str) -> String {
+    format!("tmcs-checkpoint-v1\n{seq}\n{hash}\n{ts}\n")
+}
+
+/// Signs the current head unless it is already checkpointed. Returns the new
+/// checkpoint, or `None` when there was nothing new (or another node won).
+pub fn make_checkpoint(
+    store: &Store,
+    hsm: &Hsm,
+    audit_key: &KeyId,
+    now: OffsetDateTime,
+) -> Result<Option<Checkpoint>, AuditError> {
+    let (head, last) = store
+        .read(|c| Ok::<_, AuditError>((audit_rows::head(c)?, audit_rows::last_checkpoint(c)?)))?;
+    let Some((seq, hash)) = head else {
+        return Ok(None);
+    };
+    if last.is_some_and(|l| l.seq >= seq) {
+        return Ok(None);
+    }
+    let ts = rfc3339_millis(now);
+    let sig = hsm
+        .sign_sha256(audit_key, checkpoint_message(seq, &hash, &ts).as_bytes())
+        .map_err(|e| AuditError::Encoding(format!("checkpoint signature: {e}")))?;
+    let row = CheckpointRow {
+        seq,
+        hash,
+        ts,
+        sig: base64::engine::general_purpose::STANDARD.encode(sig),
+    };
+    match store.write(|c| audit_rows::insert_checkpoint(c, &row)) {
+        Ok(()) => Ok(Some(row.into())),
+        Err(e) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn verify_checkpoint_sig(cp: &Checkpoint, key: &PKey<Public>) -> bool {
+    let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(&cp.sig) else {
+        return false;
+    };
+    let msg = checkpoint_message(cp.seq, &cp.hash, &cp.ts);
+    Verifier::new(MessageDigest::sha256(), key)
+        .and_then(|mut v| v.verify_oneshot(&sig, msg.as_bytes()))
+        .unwrap_or(false)
+}

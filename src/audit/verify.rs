@@ -1,0 +1,276 @@
+//! Verification of the chain and its checkpoints, from the database or from
+//! an export file. The first problem found is reported with its `seq`.
+
+use std::io::BufRead;
+
+use openssl::pkey::{PKey, Public};
+
+use super::{verify_checkpoint_sig, AuditError, Checkpoint, Event, ExportLine, GENESIS_HASH};
+use crate::store::audit_rows;
+use crate::store::Store;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub events: i64,
+    pub checkpoints: usize,
+    pub head_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit log broken at seq {seq}: {reason}")]
+pub struct VerifyFailure {
+    pub seq: i64,
+    pub reason: String,
+}
+
+fn fail(seq: i64, reason: impl Into<String>) -> VerifyFailure {
+    VerifyFailure {
+        seq,
+        reason: reason.into(),
+    }
+}
+
+/// Walks events in order, checking numbering, links and hashes.
+struct Chain {
+    next_seq: i64,
+    prev: String,
+    hashes: Vec<[u8; 32]>,
+}
+
+impl Chain {
+    fn new() -> Chain {
+        Chain {
+            next_seq: 1,
+            prev: GENESIS_HASH.to_string(),
+            hashes: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, e: &Event) -> Result<(), VerifyFailure> {
+        if e.seq != self.next_seq {
+            return Err(if e.seq > self.next_seq {
+                fail(
+                    self.next_seq,
+                    format!("event missing (next present is seq {})", e.seq),
+                )
+            } else {
+                fail(e.seq, "event out of order or repeated")
+            });
+        }
+        if e.prev_hash != self.prev {
+            return Err(fail(
+                e.seq,
+                "prev_hash does not link to the previous event (deleted, reordered or changed)",
+            ));
+        }
+        let computed = e
+            .compute_hash()
+            .map_err(|err| fail(e.seq, format!("cannot hash: {err}")))?;
+        if computed != e.hash {
+            return Err(fail(
+                e.seq,
+                "hash does not match the event's content (event changed)",
+            ));
+        }
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(&e.hash, &mut h).map_err(|_| fail(e.seq, "hash is not hex"))?;
+        self.hashes.push(h);
+        self.prev = computed;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn last_seq(&self) -> i64 {
+        self.next_seq - 1
+    }
+
+    fn check_checkpoints(
+        &self,
+        cps: &[Checkpoint],
+        key: &PKey<Public>,
+    ) -> Result<(), VerifyFailure> {
+        let mut cps: Vec<&Checkpoint> = cps.iter().collect();
+        cps.sort_by_key(|c| c.seq);
+        for cp in cps {
+            if !verify_checkpoint_sig(cp, key) {
+                return Err(fail(
+                    cp.seq,
+                    "checkpoint signature does not verify with the audit certificate",
+                ));
+            }
+            if cp.seq > self.last_seq() {
+                return Err(fail(
+                    self.last_seq() + 1,
+                    format!(
+                        "events after seq {} are missing (a signed checkpoint covers seq {})",
+                        self.last_seq(),
+                        cp.seq
+                    ),
+                ));
+            }
+            let idx =
+                usize::try_from(cp.seq - 1).map_err(|_| fail(cp.seq, "bad checkpoint seq"))?;
+            let stored = self
+                .hashes
+                .get(idx)
+                .map(hex::encode)
+                .ok_or_else(|| fail(cp.seq, "bad checkpoint seq"))?;
+            if stored != cp.hash {
+                return Err(fail(
+                    cp.seq,
+                    "event differs from the one the signed checkpoint covers",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self, checkpoints: usize) -> VerifyReport {
+        VerifyReport {
+            events: self.last_seq(),
+            checkpoints,
+            head_hash: self.prev.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Broken(#[from] VerifyFailure),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("cannot read the export: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<crate::store::StoreError> for VerifyError {
+    fn from(e: crate::store::StoreError) -> Self {
+        VerifyError::Audit(e.into())
+    }
+}
+
+/// Verifies the chain in the database and every stored checkpoint.
+pub fn verify_store(store: &Store, key: &PKey<Public>) -> Result<VerifyReport, VerifyError> {
+    let mut chain = Chain::new();
+    let mut after = 0;
+    loop {
+        let rows = store.read(|c| audit_rows::batch(c, after, 2000))?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for r in rows {
+            let seq = r.seq;
+            let e = Event::from_row(r).map_err(|e| fail(seq, e.to_string()))?;
+            chain.push(&e)?;
+        }
+    }
+    let cps: Vec<Checkpoint> = store
+        .read(|c| audit_rows::checkpoints(c, 0, i64::MAX))?
+        .into_iter()
+        .map(Checkpoint::from)
+        .collect();
+    chain.check_checkpoints(&cps, key)?;
+    Ok(chain.report(cps.len()))
+}
+
+/// Verifies an export (JSON lines of events and `{"checkpoint":…}` lines).
+pub fn verify_lines(reader: impl BufRead, key: &PKey<Public>) -> Result<VerifyReport, VerifyError> {
+    let mut chain = Chain::new();
+    let mut cps = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<ExportLine>(&line) {
+            Ok(ExportLine::Event(e)) => chain.push(&e)?,
+            Ok(ExportLine::Checkpoint { checkpoint }) => cps.push(checkpoint),
+            Err(_) => {
+                return Err(fail(
+                    chain.next_seq,
+                    format!("line {} is neither an event nor a checkpoint", n + 1),
+                )
+                .into())
+            }
+        }
+    }
+    chain.check_checkpoints(&cps, key)?;
+    Ok(chain.report(cps.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chain_of(n: i64) -> Vec<Event> {
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let mut e = Event {
+                    seq,
+                    ts: "2026-11-22T00:00:00.000Z".into(),
+                    actor: "system".into(),
+                    action: format!("test.{seq}"),
+                    subject: Some(format!("s{seq}")),
+                    details: json!({ "n": seq }),
+                    prev_hash: prev.clone(),
+                    hash: String::new(),
+                };
+                e.hash = e.compute_hash().unwrap();
+                prev = e.hash.clone();
+                e
+            })
+            .collect()
+    }
+
+    fn run(events: &[Event]) -> Result<(), VerifyFailure> {
+        let mut c = Chain::new();
+        for e in events {
+            c.push(e)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn intact_chain_passes() {
+        assert!(run(&chain_of(5)).is_ok());
+    }
+
+    #[test]
+    fn changed_event_is_named() {
+        let mut ev = chain_of(5);
+        ev[2].action = "test.forged".into();
+        assert_eq!(run(&ev).unwrap_err().seq, 3);
+    }
+
+    #[test]
+    fn deleted_event_is_named() {
+        let mut ev = chain_of(5);
+        ev.remove(1);
+        assert_eq!(run(&ev).unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn renumbered_deletion_is_caught_by_the_link() {
+        let mut ev = chain_of(5);
+        ev.remove(1);
+        for (i, e) in ev.iter_mut().enumerate() {
+            e.seq = i64::try_from(i).unwrap() + 1;
+        }
+        assert_eq!(run(&ev).unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn reordered_events_are_named() {
+        let mut ev = chain_of(5);
+        ev.swap(1, 3);
+        assert_eq!(run(&ev).unwrap_err().seq, 2);
+        // Swapping content but keeping the seq numbers in place.
+        let mut ev = chain_of(5);
+        let (a, b) = (ev[1].clone(), ev[3].clone());
+        ev[1] = Event { seq: 2, ..b };
+        ev[3] = Event { seq: 4, ..a };
+        assert_eq!(run(&ev).unwrap_err().seq, 2);
+    }
+}

@@ -1,0 +1,351 @@
+//! The `tmcs` command line (CONTRACT §1). Exit status: 0 ok, 1 failure,
+//! 2 usage or configuration error; errors are one `error: …` line on stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, App, AppError};
+use crate::audit;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{self, Config};
+use crate::hsm;
+use crate::store::{self, audit_rows, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tmcs",
+    version,
+    about = "Trusted mobile certificate server: delegated iMS signing with keys in a PKCS#11 HSM"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./tmcs.toml when present, else the embedded defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, SoftHSM2 token, certificates, keys).
+    #[arg(long, global = true, value_name = "DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the token, HSM keys, database, CA hierarchy, TLS and client certificates (idempotent).
+    Init,
+    /// Run the HTTPS service on server.listen.
+    Serve,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Export or verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write the audit log (events, then signed checkpoints) as JSON lines.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verify the hash chain and the signed checkpoints; exit 1 naming the first bad seq.
+    Verify {
+        /// Verify this export file instead of the database.
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        file: Option<PathBuf>,
+        /// The audit certificate (PEM) that signed the checkpoints (with --file).
+        #[arg(long, value_name = "AUDIT_CERT")]
+        cert: Option<PathBuf>,
+    },
+    /// Sign a checkpoint of the current head now.
+    Checkpoint,
+}
+
+/// A command's failure and its exit status.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn failed(e: &(dyn std::error::Error + 'static)) -> Failure {
+        Failure {
+            code: 1,
+            message: error_chain(e),
+        }
+    }
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Self {
+        Failure::failed(&e)
+    }
+}
+
+/// "outer: cause: root cause", skipping causes the outer text already shows.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let _ = writeln!(std::io::stderr(), "error: {}", f.message.replace('\n', " "));
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+pub fn load_config(path: Option<&Path>, data_dir: &Path) -> Result<Config, Failure> {
+    let default = Path::new("tmcs.toml");
+    let path = match path {
+        Some(p) => Some(p),
+        None if default.exists() => Some(default),
+        None => None,
+    };
+    Config::load(path, data_dir, config::process_env()).map_err(|e| Failure::usage(error_chain(&e)))
+}
+
+pub fn init_logging(cfg: &Config, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if cfg.file.server.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let cfg = load_config(cli.config.as_deref(), &cli.data_dir)?;
+    // Before any thread exists: SoftHSM2 reads SOFTHSM2_CONF in C_Initialize.
+    hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
+    let clock: SharedClock = Arc::new(SystemClock);
+    match cli.command {
+        Command::Init => {
+            init_logging(&cfg, "warn");
+            let report = crate::init::init(&cfg, clock.as_ref())?;
+            let mut out = std::io::stdout().lock();
+            if report.created.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "tmcs init: everything already in place in {}",
+                    cfg.data_dir.display()
+                );
+            } else {
+                let _ = writeln!(out, "tmcs init: created in {}:", cfg.data_dir.display());
+                for c in &report.created {
+                    let _ = writeln!(out, "  + {c}");
+                }
+            }
+            Ok(())
+        }
+        Command::Migrate => {
+            init_logging(&cfg, "warn");
+            let store = Store::open(&app::store_settings(&cfg)).map_err(AppError::from)?;
+            let applied = store.migrate().map_err(AppError::from)?;
+            if applied.is_empty() {
+                println!(
+                    "tmcs migrate: schema is up to date ({})",
+                    store.backend().name()
+                );
+            } else {
+                for m in applied {
+                    println!("tmcs migrate: applied {m}");
+                }
+            }
+            Ok(())
+        }
+        Command::Serve => {
+            init_logging(&cfg, "info");
+            let app = App::open(cfg, clock)?;
+            serve(app)
+        }
+        Command::Audit { command } => {
+            init_logging(&cfg, "warn");
+            audit_command(&cfg, clock, command)
+        }
+    }
+}
+
+fn serve(app: App) -> Result<(), Failure> {
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let bound = crate::api::bind(app)?;
+        for a in &bound.addrs {
+            tracing::info!("tmcs listening on https://{a}");
+            println!("tmcs listening on https://{a}");
+        }
+        let handle = bound.server.handle();
+        actix_web::rt::spawn(crate::api::background(bound.state.clone()));
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            handle.stop(true).await;
+        });
+        bound.server.await.map_err(|e| Failure::failed(&e))
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+fn audit_key_from_store(
+    store: &Store,
+) -> Result<openssl::pkey::PKey<openssl::pkey::Public>, Failure> {
+    let row = store
+        .read(|c| store::certs::current(c, crate::pki::names::AUDIT))
+        .map_err(|e| Failure::failed(&e))?
+        .ok_or_else(|| {
+            Failure::failed(&AppError::Setup(
+                "no audit certificate; run `tmcs init`".into(),
+            ))
+        })?;
+    openssl::x509::X509::from_pem(row.pem.as_bytes())
+        .and_then(|x| x.public_key())
+        .map_err(|e| Failure::failed(&e))
+}
+
+fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Result<(), Failure> {
+    match command {
+        AuditCommand::Verify { file, cert } => {
+            let result = match (file, cert) {
+                (Some(file), Some(cert)) => {
+                    let pem = std::fs::read(&cert)
+                        .map_err(|e| Failure::usage(format!("{}: {e}", cert.display())))?;
+                    let key = openssl::x509::X509::from_pem(&pem)
+                        .and_then(|x| x.public_key())
+                        .map_err(|e| {
+                            Failure::usage(format!(
+                                "{}: not a PEM certificate: {e}",
+                                cert.display()
+                            ))
+                        })?;
+                    let f = std::fs::File::open(&file)
+                        .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+                    audit::verify_lines(std::io::BufReader::new(f), &key)
+                }
+                (None, _) => {
+                    let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
+                    let key = audit_key_from_store(&store)?;
+                    audit::verify_store(&store, &key)
+                }
+                (Some(_), None) => return Err(Failure::usage("--file needs --cert AUDIT_CERT")),
+            };
+            match result {
+                Ok(r) => {
+                    println!(
+                        "audit log intact: {} events, {} signed checkpoints, head {}",
+                        r.events, r.checkpoints, r.head_hash
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(Failure::failed(&e)),
+            }
+        }
+        AuditCommand::Export { out } => {
+            let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
+            let n = export(&store, &out).map_err(|e| Failure::failed(&e))?;
+            println!("tmcs audit export: {n} lines written to {}", out.display());
+            Ok(())
+        }
+        AuditCommand::Checkpoint => {
+            let app = App::open(cfg.clone(), clock)?;
+            match audit::make_checkpoint(&app.store, &app.hsm, &app.pki.keys.audit, app.clock.now())
+                .map_err(|e| Failure::failed(&e))?
+            {
+                Some(cp) => println!("checkpoint signed at seq {}", cp.seq),
+                None => println!("nothing new to checkpoint"),
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Writes events then checkpoints as JSON lines; returns the line count.
+pub fn export(store: &Store, out: &Path) -> Result<usize, ExportError> {
+    let tmp = out.with_extension("partial");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    let mut n = 0;
+    let mut after = 0;
+    loop {
+        let rows = store.read(|c| audit_rows::batch(c, after, 2000))?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for r in rows {
+            let line = audit::ExportLine::Event(audit::Event::from_row(r)?);
+            serde_json::to_writer(&mut w, &line)?;
+            w.write_all(b"\n")?;
+            n += 1;
+        }
+    }
+    for cp in store.read(|c| audit_rows::checkpoints(c, 0, i64::MAX))? {
+        let line = audit::ExportLine::Checkpoint {
+            checkpoint: cp.into(),
+        };
+        serde_json::to_writer(&mut w, &line)?;
+        w.write_all(b"\n")?;
+        n += 1;
+    }
+    w.flush()?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, out)?;
+    Ok(n)
+}

@@ -1,0 +1,100 @@
+//! The injected clock. Nothing else in the crate reads the system time
+//! (clippy's `disallowed-methods` enforces it).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> OffsetDateTime;
+}
+
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that runs with the system clock plus an adjustable offset, so
+/// tests can jump past expiry times while the server keeps running.
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_ms: AtomicI64,
+}
+
+impl OffsetClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn advance(&self, d: time::Duration) {
+        let ms = i64::try_from(d.whole_milliseconds()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> OffsetDateTime {
+        SystemClock.now() + time::Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+    }
+}
+
+/// RFC 3339 with milliseconds in UTC, e.g. `2026-11-22T10:01:02.123Z`.
+pub fn rfc3339_millis(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let ms = t.millisecond();
+    let base = t.replace_nanosecond(0).unwrap_or(t);
+    match base.format(&Rfc3339) {
+        Ok(s) => format!("{}.{:03}Z", s.trim_end_matches('Z'), ms),
+        Err(_) => t.unix_timestamp().to_string(),
+    }
+}
+
+/// RFC 3339 in whole seconds, UTC: `2026-11-22T10:01:02Z`.
+pub fn rfc3339_seconds(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let base = t.replace_nanosecond(0).unwrap_or(t);
+    base.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn formats() {
+        let t = datetime!(2026-11-22 10:01:02.123456 UTC);
+        assert_eq!(rfc3339_millis(t), "2026-11-22T10:01:02.123Z");
+        assert_eq!(rfc3339_seconds(t), "2026-11-22T10:01:02Z");
+        assert_eq!(
+            rfc3339_millis(datetime!(2026-01-01 00:00:00 UTC)),
+            "2026-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-22T10:01:02Z"),
+            Some(datetime!(2026-11-22 10:01:02 UTC))
+        );
+    }
+
+    #[test]
+    fn offset_clock_moves() {
+        let c = OffsetClock::new();
+        let a = c.now();
+        c.advance(time::Duration::hours(2));
+        assert!(c.now() - a >= time::Duration::hours(2));
+    }
+}

@@ -1,0 +1,589 @@
+//! Configuration: TOML with `deny_unknown_fields`, an environment overlay
+//! (`TMCS_<SECTION>__<KEY>`), and embedded defaults that work on one machine.
+//!
+//! The file layer ([`FileConfig`]) is what operators write; [`Config`] is the
+//! validated, resolved form the rest of the program uses (every path is
+//! absolute and every default that depends on the data dir is filled in).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The commented reference configuration shipped in the repository; also the
+/// embedded defaults (parsing it must give exactly `FileConfig::default()`).
+pub const REFERENCE_CONFIG: &str = include_str!("../tmcs.example.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+fn invalid(origin: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub database: DatabaseSection,
+    pub hsm: HsmSection,
+    pub pki: PkiSection,
+    pub policy: PolicySection,
+    pub pin: PinSection,
+    pub relay: RelaySection,
+    pub audit: AuditSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: String,
+    /// Worker threads for HTTP; 0 means one per core.
+    pub workers: usize,
+    /// Extra DNS names / IPs for the server TLS certificate (besides localhost, 127.0.0.1).
+    pub tls_names: Vec<String>,
+    /// Public base URL written into certificates (OCSP responder, CRL distribution point).
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub request_timeout_seconds: u64,
+    pub max_connections: usize,
+    /// Blocking work (DB transactions with HSM calls) allowed at once.
+    pub blocking_threads: usize,
+    pub log_format: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            workers: 0,
+            tls_names: Vec::new(),
+            public_url: "https://localhost:8443".into(),
+            max_body_bytes: 64 * 1024,
+            request_timeout_seconds: 30,
+            max_connections: 10_000,
+            blocking_threads: 32,
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// `sqlite://PATH` or `postgres://…`; empty means `sqlite://<data>/tmcs.db`.
+    pub url: String,
+    pub pool_size: u32,
+    pub connect_timeout_seconds: u64,
+    /// SQLite only: how long a writer waits for the lock.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 8,
+            connect_timeout_seconds: 10,
+            busy_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HsmSection {
+    pub module: String,
+    pub token_label: String,
+    /// File holding the user PIN; empty means `<data>/hsm.pin`.
+    pub pin_file: String,
+    /// Only from the environment (`TMCS_HSM__PIN`); rejected in a file.
+    pub pin: Option<SecretString>,
+    /// SoftHSM2 only: the config file the module reads; empty means
+    /// `<data>/softhsm/softhsm2.conf`. Set to "-" to leave `SOFTHSM2_CONF` alone.
+    pub softhsm_conf: String,
+    /// Sessions kept open in the pool.
+    pub sessions: usize,
+    /// How long an operation waits for a free session.
+    pub session_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for HsmSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmSection")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pin_file", &self.pin_file)
+            .field("pin", &self.pin.as_ref().map(|_| "[redacted]"))
+            .field("softhsm_conf", &self.softhsm_conf)
+            .field("sessions", &self.sessions)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .finish()
+    }
+}
+
+impl Default for HsmSection {
+    fn default() -> Self {
+        Self {
+            module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+            token_label: "tmcs".into(),
+            pin_file: String::new(),
+            pin: None,
+            softhsm_conf: String::new(),
+            sessions: 8,
+            session_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PkiSection {
+    pub organization: String,
+    pub country: String,
+    pub root_common_name: String,
+    pub issuing_common_name: String,
+    /// Directory with certificate profiles overriding the embedded ones (`pki/profiles`).
+    pub profiles_dir: String,
+    /// Seconds between a CRL's thisUpdate and nextUpdate.
+    pub crl_next_update_seconds: u64,
+    /// Seconds an OCSP answer may be cached by the client (nextUpdate).
+    pub ocsp_next_update_seconds: u64,
+}
+
+impl Default for PkiSection {
+    fn default() -> Self {
+        Self {
+            organization: "tmcs".into(),
+            country: String::new(),
+            root_common_name: "tmcs Root CA".into(),
+            issuing_common_name: "tmcs Issuing CA".into(),
+            profiles_dir: String::new(),
+            crl_next_update_seconds: 86_400,
+            ocsp_next_update_seconds: 3_600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CurrencyPolicy {
+    /// Largest amount (in the currency's major units, as a decimal string) of tier `small`.
+    pub small_max: String,
+    pub medium_max: String,
+    pub per_payment_max: String,
+    pub daily_max: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    pub request_ttl_seconds: u64,
+    pub max_clock_skew_seconds: u64,
+    pub currencies: BTreeMap<String, CurrencyPolicy>,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        let eur = CurrencyPolicy {
+            small_max: "50.00".into(),
+            medium_max: "1000.00".into(),
+            per_payment_max: "10000.00".into(),
+            daily_max: "20000.00".into(),
+        };
+        let mut currencies = BTreeMap::new();
+        currencies.insert("EUR".into(), eur.clone());
+        currencies.insert("USD".into(), eur);
+        Self {
+            request_ttl_seconds: 120,
+            max_clock_skew_seconds: 300,
+            currencies,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PinSection {
+    pub max_attempts: u32,
+    pub min_length: usize,
+    pub max_length: usize,
+    pub activation_code_digits: usize,
+    pub activation_ttl_hours: u64,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// argon2 hashes computed at once (each takes `argon2_memory_kib`).
+    pub argon2_concurrency: usize,
+}
+
+impl Default for PinSection {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            min_length: 4,
+            max_length: 12,
+            activation_code_digits: 8,
+            activation_ttl_hours: 72,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            argon2_concurrency: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    pub enabled: bool,
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub timeout_seconds: u64,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_attempts: 8,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 60_000,
+            timeout_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Seconds between signed checkpoints while serving (only when new events exist).
+    pub checkpoint_interval_seconds: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_seconds: 60,
+        }
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub file: FileConfig,
+    pub database_url: String,
+    pub hsm_pin_file: PathBuf,
+    /// `None` when the module is not SoftHSM2 or the operator opted out.
+    pub softhsm_conf: Option<PathBuf>,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub clients_dir: PathBuf,
+    pub ca_pem: PathBuf,
+}
+
+impl Config {
+    /// Loads `path` (or the embedded defaults when `None`), applies the
+    /// environment overlay from `env`, and resolves paths against `data_dir`.
+    pub fn load(
+        path: Option<&Path>,
+        data_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (origin, text) = match path {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?,
+            ),
+            None => ("(embedded defaults)".to_string(), String::new()),
+        };
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| invalid(&origin, e.message().to_string()))?;
+        if path.is_some() {
+            if let Some(toml::Value::Table(hsm)) = table.get("hsm") {
+                if hsm.contains_key("pin") {
+                    return Err(invalid(
+                        &origin,
+                        "hsm.pin must not be in a file; use TMCS_HSM__PIN or hsm.pin_file",
+                    ));
+                }
+            }
+        }
+        apply_env(&mut table, env)?;
+        let file: FileConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(&origin, e.message().to_string()))?;
+        Self::resolve(file, data_dir)
+    }
+
+    fn resolve(file: FileConfig, data_dir: &Path) -> Result<Config, ConfigError> {
+        let data_dir = absolute(data_dir);
+        let at = |s: &str, default: &str| -> PathBuf {
+            if s.is_empty() {
+                data_dir.join(default)
+            } else {
+                absolute_in(&data_dir, Path::new(s))
+            }
+        };
+        let database_url = if file.database.url.is_empty() {
+            format!("sqlite://{}", data_dir.join("tmcs.db").display())
+        } else {
+            file.database.url.clone()
+        };
+        if !(database_url.starts_with("sqlite://")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        let softhsm_conf = if file.hsm.softhsm_conf == "-" || !is_softhsm(&file.hsm.module) {
+            None
+        } else {
+            Some(at(&file.hsm.softhsm_conf, "softhsm/softhsm2.conf"))
+        };
+        let c = Config {
+            hsm_pin_file: at(&file.hsm.pin_file, "hsm.pin"),
+            softhsm_conf,
+            tls_cert: data_dir.join("tls/server.crt"),
+            tls_key: data_dir.join("tls/server.key"),
+            clients_dir: data_dir.join("clients"),
+            ca_pem: data_dir.join("ca.pem"),
+            database_url,
+            data_dir,
+            file,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.file;
+        if f.hsm.sessions == 0 {
+            return Err(invalid("hsm.sessions", "must be at least 1"));
+        }
+        if f.database.pool_size == 0 {
+            return Err(invalid("database.pool_size", "must be at least 1"));
+        }
+        if f.pin.max_attempts == 0 {
+            return Err(invalid("pin.max_attempts", "must be at least 1"));
+        }
+        if f.pin.min_length < 4 || f.pin.max_length > 12 || f.pin.min_length > f.pin.max_length {
+            return Err(invalid(
+                "pin",
+                "min_length/max_length must satisfy 4 <= min <= max <= 12",
+            ));
+        }
+        if f.pin.activation_code_digits < 8 || f.pin.activation_code_digits > 18 {
+            return Err(invalid("pin.activation_code_digits", "must be 8..=18"));
+        }
+        if f.pin.argon2_concurrency == 0 || f.server.blocking_threads == 0 {
+            return Err(invalid(
+                "pin.argon2_concurrency/server.blocking_threads",
+                "must be at least 1",
+            ));
+        }
+        if f.policy.request_ttl_seconds == 0 {
+            return Err(invalid("policy.request_ttl_seconds", "must be positive"));
+        }
+        if !matches!(f.server.log_format.as_str(), "text" | "json") {
+            return Err(invalid("server.log_format", "must be \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite://")
+    }
+}
+
+pub fn is_softhsm(module: &str) -> bool {
+    module.contains("softhsm")
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+fn absolute_in(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// `TMCS_<SECTION>__<KEY>=value` sets `section.key`. The value is read as a
+/// TOML value when it parses as one (numbers, booleans, arrays), else as a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("TMCS_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let section = section.to_ascii_lowercase();
+        let key = key.to_ascii_lowercase();
+        if section.is_empty() || key.is_empty() {
+            return Err(invalid(
+                format!("environment {name}"),
+                "empty section or key",
+            ));
+        }
+        let parsed = parse_env_value(&value);
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, parsed);
+            }
+            _ => {
+                return Err(invalid(
+                    format!("environment {name}"),
+                    format!("{section} is not a section"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    let probe = format!("v = {value}");
+    match toml::from_str::<toml::Table>(&probe) {
+        Ok(mut t) => match t.remove("v") {
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_)),
+            ) => v,
+            Some(toml::Value::Float(f)) if value.contains('.') => toml::Value::Float(f),
+            _ => toml::Value::String(value.to_string()),
+        },
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+/// The environment variables of this process that belong to the overlay.
+pub fn process_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("TMCS_"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reference_config_equals_embedded_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ref.toml");
+        std::fs::write(&p, REFERENCE_CONFIG).unwrap();
+        let from_file = Config::load(Some(&p), dir.path(), env(&[])).unwrap();
+        let embedded = Config::load(None, dir.path(), env(&[])).unwrap();
+        assert_eq!(
+            format!("{:?}", from_file.file),
+            format!("{:?}", embedded.file)
+        );
+        assert_eq!(embedded.file.server.listen, "127.0.0.1:8443");
+        assert_eq!(embedded.file.policy.request_ttl_seconds, 120);
+        assert_eq!(embedded.file.pin.max_attempts, 3);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[server]\nlisen = \"x\"\n").unwrap();
+        let err = Config::load(Some(&p), dir.path(), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        std::fs::write(&p, "[nosuch]\nx = 1\n").unwrap();
+        assert!(Config::load(Some(&p), dir.path(), env(&[])).is_err());
+    }
+
+    #[test]
+    fn env_overlay_sets_values_and_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(
+            None,
+            dir.path(),
+            env(&[
+                ("TMCS_SERVER__LISTEN", "0.0.0.0:9443"),
+                ("TMCS_PIN__MAX_ATTEMPTS", "5"),
+                ("TMCS_HSM__PIN", "123456"),
+                ("TMCS_DATABASE__URL", "postgres://u@h/db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.file.server.listen, "0.0.0.0:9443");
+        assert_eq!(c.file.pin.max_attempts, 5);
+        assert_eq!(c.file.hsm.pin.as_ref().unwrap().expose_secret(), "123456");
+        assert!(!c.is_sqlite());
+        assert!(!format!("{:?}", c).contains("123456"));
+        let bad = Config::load(None, dir.path(), env(&[("TMCS_PIN__NOPE", "1")]));
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn hsm_pin_in_file_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pin.toml");
+        std::fs::write(&p, "[hsm]\npin = \"1234\"\n").unwrap();
+        let err = Config::load(Some(&p), dir.path(), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("TMCS_HSM__PIN"));
+        assert!(!err.to_string().contains("1234"));
+    }
+
+    #[test]
+    fn defaults_live_under_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(None, dir.path(), env(&[])).unwrap();
+        assert_eq!(
+            c.database_url,
+            format!("sqlite://{}", dir.path().join("tmcs.db").display())
+        );
+        assert_eq!(c.hsm_pin_file, dir.path().join("hsm.pin"));
+        assert_eq!(
+            c.softhsm_conf.as_deref(),
+            Some(dir.path().join("softhsm/softhsm2.conf").as_path())
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! tmcs — trusted mobile certificate server.
+//!
+//! Layers (see `ARCHITECTURE.md`): `api` on top; domain modules (`pki`,
+//! `audit`, …) in the middle; infrastructure (`hsm`, `store`, `config`,
+//! `clock`) at the bottom. Arrows point down only.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod fsutil;
+pub mod hsm;
+pub mod init;
+pub mod pki;
+pub mod store;

@@ -1,0 +1,109 @@
+//! Every certificate the tmcs CAs issued, with its lifecycle state, and the
+//! names of the current server certificates (`pki_current`).
+
+use diesel::prelude::*;
+
+use super::schema::{certificates, pki_current};
+use super::{DbConn, DbResult};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = certificates)]
+pub struct CertRow {
+    /// Lowercase hex of the serial number's bytes.
+    pub serial: String,
+    /// `root` or `issuing`: which CA signed it (`self` for the root itself).
+    pub issuer: String,
+    pub purpose: String,
+    pub owner: Option<String>,
+    pub key_id: Option<String>,
+    pub pem: String,
+    /// SHA-256 of the DER, lowercase hex.
+    pub fingerprint: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub status: String,
+    pub revocation_reason: Option<String>,
+    pub revoked_at: Option<i64>,
+    pub superseded_by: Option<String>,
+    pub created_at: i64,
+}
+
+pub fn insert(conn: &mut DbConn, row: &CertRow) -> DbResult<()> {
+    diesel::insert_into(certificates::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn get(conn: &mut DbConn, serial: &str) -> DbResult<Option<CertRow>> {
+    Ok(certificates::table
+        .find(serial)
+        .select(CertRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn by_fingerprint(conn: &mut DbConn, fingerprint: &str) -> DbResult<Option<CertRow>> {
+    Ok(certificates::table
+        .filter(certificates::fingerprint.eq(fingerprint))
+        .select(CertRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn by_owner(conn: &mut DbConn, owner: &str) -> DbResult<Vec<CertRow>> {
+    Ok(certificates::table
+        .filter(certificates::owner.eq(owner))
+        .order(certificates::created_at.asc())
+        .select(CertRow::as_select())
+        .load(conn)?)
+}
+
+/// Certificates of `issuer` that a CRL must list: revoked or on hold.
+pub fn listed_on_crl(conn: &mut DbConn, issuer: &str) -> DbResult<Vec<CertRow>> {
+    Ok(certificates::table
+        .filter(certificates::issuer.eq(issuer))
+        .filter(certificates::status.eq_any(["revoked", "suspended"]))
+        .order(certificates::serial.asc())
+        .select(CertRow::as_select())
+        .load(conn)?)
+}
+
+/// The current certificate called `name` (root-ca, issuing-ca, tls-server, …).
+pub fn current(conn: &mut DbConn, name: &str) -> DbResult<Option<CertRow>> {
+    Ok(pki_current::table
+        .inner_join(certificates::table.on(certificates::serial.eq(pki_current::serial)))
+        .filter(pki_current::name.eq(name))
+        .select(CertRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn set_current(conn: &mut DbConn, name: &str, serial: &str) -> DbResult<()> {
+    let updated = diesel::update(pki_current::table.find(name))
+        .set(pki_current::serial.eq(serial))
+        .execute(conn)?;
+    if updated == 0 {
+        diesel::insert_into(pki_current::table)
+            .values((pki_current::name.eq(name), pki_current::serial.eq(serial)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Sets the lifecycle state of one certificate. Returns rows changed.
+pub fn set_status(
+    conn: &mut DbConn,
+    serial: &str,
+    status: &str,
+    reason: Option<&str>,
+    revoked_at: Option<i64>,
+) -> DbResult<usize> {
+    Ok(diesel::update(certificates::table.find(serial))
+        .set((
+            certificates::status.eq(status),
+            certificates::revocation_reason.eq(reason),
+            certificates::revoked_at.eq(revoked_at),
+        ))
+        .execute(conn)?)
+}

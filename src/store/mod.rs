@@ -1,0 +1,185 @@
+//! Storage: diesel over SQLite (embedded default) or PostgreSQL, one schema,
+//! one migration set per backend, embedded in the binary.
+//!
+//! * [`Store::read`] runs a closure on a pooled connection;
+//! * [`Store::write`] runs it in a transaction that on SQLite takes the write
+//!   lock first, so concurrent writers queue instead of failing;
+//! * repositories (`keys`, `certs`, `clients`, `audit_rows`) are plain
+//!   functions over `&mut DbConn`, so domain code composes them in one
+//!   transaction.
+
+pub mod audit_rows;
+pub mod certs;
+pub mod clients;
+mod conn;
+pub mod keys;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::Connection;
+use diesel::prelude::*;
+use diesel::r2d2::Pool;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use conn::Manager;
+pub use conn::{Backend, DbConn};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgresql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Pool(String),
+    #[error("database error: {0}")]
+    Db(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("unsupported database url (want sqlite:// or postgres://)")]
+    BadUrl,
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True for a unique-constraint violation (someone else inserted first).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Db(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+pub type DbResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub url: String,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub busy_timeout_ms: u64,
+}
+
+/// A pool of connections to one database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<Manager>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Store {
+    pub fn open(s: &StoreSettings) -> DbResult<Store> {
+        let backend = Backend::from_url(&s.url).ok_or(StoreError::BadUrl)?;
+        if backend == Backend::Sqlite {
+            let path = std::path::Path::new(s.url.trim_start_matches("sqlite://"));
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Pool(format!("{}: {e}", dir.display())))?;
+            }
+        }
+        let manager = Manager {
+            url: s.url.clone(),
+            backend,
+            busy_timeout_ms: s.busy_timeout_ms,
+        };
+        // Fail fast with the real cause instead of r2d2's generic timeout.
+        manager
+            .establish()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let pool = Pool::builder()
+            .max_size(s.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(s.connect_timeout)
+            .test_on_check_out(backend == Backend::Postgres)
+            .build(manager)
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool_state(&self) -> (u32, u32) {
+        let st = self.pool.state();
+        (st.connections, st.idle_connections)
+    }
+
+    fn conn(&self) -> DbResult<diesel::r2d2::PooledConnection<Manager>> {
+        self.pool.get().map_err(|e| StoreError::Pool(e.to_string()))
+    }
+
+    /// Runs `f` on a pooled connection, outside any explicit transaction.
+    pub fn read<T, E>(&self, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut c = self.conn()?;
+        f(&mut c)
+    }
+
+    /// Runs `f` in one transaction; commits when it returns `Ok`.
+    pub fn write<T, E>(&self, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError> + From<diesel::result::Error>,
+    {
+        let mut pooled = self.conn()?;
+        let c: &mut DbConn = &mut pooled;
+        c.transaction(|c| {
+            if matches!(c, DbConn::Sqlite(_)) {
+                diesel::update(schema::write_lock::table)
+                    .set(schema::write_lock::n.eq(schema::write_lock::n + 1))
+                    .execute(c)?;
+            }
+            f(c)
+        })
+    }
+
+    /// Applies pending migrations; returns the names of those applied.
+    pub fn migrate(&self) -> DbResult<Vec<String>> {
+        let mut c = self.conn()?;
+        let applied = match &mut *c {
+            DbConn::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
+            DbConn::Pg(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
+        };
+        applied.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    pub fn has_pending_migrations(&self) -> DbResult<bool> {
+        let mut c = self.conn()?;
+        let pending = match &mut *c {
+            DbConn::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+            DbConn::Pg(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+        };
+        pending.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// Proves the database answers (for `/readyz`).
+    pub fn check(&self) -> DbResult<()> {
+        let mut c = self.conn()?;
+        diesel::sql_query("SELECT 1").execute(&mut *c)?;
+        Ok(())
+    }
+}
+
+/// Runs raw SQL on whichever backend `conn` is (for backend-specific statements).
+pub(crate) fn execute_raw(conn: &mut DbConn, sql: &str) -> DbResult<usize> {
+    Ok(diesel::sql_query(sql).execute(conn)?)
+}
