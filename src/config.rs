@@ -439,12 +439,14 @@ fn absolute_in(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// `TMCS_<SECTION>__<KEY>=value` sets `section.key`. The value is read as a
-/// TOML value when it parses as one (numbers, booleans, arrays), else as a string.
+/// `TMCS_<SECTION>__<KEY>=value` sets `section.key`. The value takes the
+/// type the key has in the reference config (integer, boolean, array);
+/// keys it does not list (such as `hsm.pin`) take the value as a string.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
+    let reference: toml::Table = toml::from_str(REFERENCE_CONFIG).unwrap_or_default();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("TMCS_") else {
             continue;
@@ -460,7 +462,12 @@ fn apply_env(
                 "empty section or key",
             ));
         }
-        let parsed = parse_env_value(&value);
+        let like = reference
+            .get(&section)
+            .and_then(|s| s.as_table())
+            .and_then(|s| s.get(&key));
+        let parsed =
+            parse_env_value(&value, like).map_err(|m| invalid(format!("environment {name}"), m))?;
         let entry = table
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -479,17 +486,25 @@ fn apply_env(
     Ok(())
 }
 
-fn parse_env_value(value: &str) -> toml::Value {
-    let probe = format!("v = {value}");
-    match toml::from_str::<toml::Table>(&probe) {
-        Ok(mut t) => match t.remove("v") {
-            Some(
-                v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_)),
-            ) => v,
-            Some(toml::Value::Float(f)) if value.contains('.') => toml::Value::Float(f),
-            _ => toml::Value::String(value.to_string()),
-        },
-        Err(_) => toml::Value::String(value.to_string()),
+fn parse_env_value(value: &str, like: Option<&toml::Value>) -> Result<toml::Value, String> {
+    let as_toml = || -> Result<toml::Value, String> {
+        let mut t: toml::Table = toml::from_str(&format!("v = {value}"))
+            .map_err(|_| format!("{value:?} is not valid here"))?;
+        t.remove("v").ok_or_else(|| "empty value".to_string())
+    };
+    match like {
+        Some(toml::Value::Integer(_)) => value
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("{value:?} is not an integer")),
+        Some(toml::Value::Boolean(_)) => value
+            .trim()
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .map_err(|_| format!("{value:?} is not true or false")),
+        Some(toml::Value::Array(_)) | Some(toml::Value::Table(_)) => as_toml(),
+        _ => Ok(toml::Value::String(value.to_string())),
     }
 }
 
@@ -560,6 +575,26 @@ mod tests {
         assert!(!format!("{:?}", c).contains("123456"));
         let bad = Config::load(None, dir.path(), env(&[("TMCS_PIN__NOPE", "1")]));
         assert!(bad.is_err());
+        let bad = Config::load(
+            None,
+            dir.path(),
+            env(&[("TMCS_PIN__MAX_ATTEMPTS", "three")]),
+        );
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("TMCS_PIN__MAX_ATTEMPTS"));
+        let c = Config::load(
+            None,
+            dir.path(),
+            env(&[
+                ("TMCS_SERVER__TLS_NAMES", "[\"tmcs.example\"]"),
+                ("TMCS_RELAY__ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.file.server.tls_names, vec!["tmcs.example".to_string()]);
+        assert!(!c.file.relay.enabled);
     }
 
     #[test]

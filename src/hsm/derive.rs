@@ -18,6 +18,11 @@ impl Hsm {
                 "peer point must be 65-byte uncompressed P-256",
             ));
         }
+        // Not every module checks that the point is on the curve (SoftHSM2
+        // does not); an off-curve point would leak bits of the private key.
+        if !on_p256(peer) {
+            return Err(HsmError::BadInput("peer point is not on P-256"));
+        }
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::GENERIC_SECRET),
@@ -45,5 +50,44 @@ impl Hsm {
                 _ => Err(HsmError::Unexpected("ECDH result is not 32 bytes".into()).into()),
             }
         })
+    }
+}
+
+fn on_p256(point: &[u8]) -> bool {
+    use openssl::bn::BigNumContext;
+    use openssl::ec::{EcGroup, EcPoint};
+    use openssl::nid::Nid;
+    let Ok(group) = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1) else {
+        return false;
+    };
+    let Ok(mut ctx) = BigNumContext::new() else {
+        return false;
+    };
+    match EcPoint::from_bytes(&group, point, &mut ctx) {
+        Ok(p) => !p.is_infinity(&group) && p.is_on_curve(&group, &mut ctx).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_p256;
+    use openssl::bn::BigNumContext;
+    use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+    use openssl::nid::Nid;
+
+    #[test]
+    fn off_curve_points_are_refused() {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = EcKey::generate(&group).unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        let mut p = key
+            .public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .unwrap();
+        assert!(on_p256(&p));
+        p[64] ^= 1;
+        assert!(!on_p256(&p));
+        assert!(!on_p256(&[0u8; 65]));
     }
 }

@@ -250,6 +250,12 @@ impl Hsm {
         })
     }
 
+    /// Test support: borrows one pooled session until the lease is dropped.
+    #[doc(hidden)]
+    pub fn hold_session(&self) -> Result<Lease<'_>, HsmError> {
+        self.pool.checkout()
+    }
+
     /// Test support: drops every session of this process on the token (which
     /// also ends the login), as a crashed or restarted HSM would.
     #[doc(hidden)]

@@ -161,7 +161,7 @@ impl Pool {
         }
     }
 
-    fn checkout(&self) -> Result<Lease<'_>, HsmError> {
+    pub(crate) fn checkout(&self) -> Result<Lease<'_>, HsmError> {
         let deadline = Instant::now() + self.timeout;
         let mut st = lock(&self.state);
         loop {

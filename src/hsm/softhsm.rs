@@ -47,6 +47,9 @@ pub fn ensure_token(
     so_pin: &SecretString,
     user_pin: &SecretString,
 ) -> Result<bool, HsmError> {
+    // Tokens are created one at a time: two threads must not pick the same free slot.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = CREATING.lock().unwrap_or_else(|p| p.into_inner());
     let ctx = context::context(module, softhsm_conf)?;
     match find_slot(&ctx, label) {
         Ok(_) => return Ok(false),

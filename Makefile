@@ -1,0 +1,53 @@
+# tmcs — the two commands of the README:
+#   make demo   installs what is missing, builds, runs `tmcs demo`
+#   make test   installs what is missing, then fmt, clippy and the whole suite
+#               against SoftHSM2, SQLite and a throwaway PostgreSQL cluster
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# Debian packages the build and the tests need.
+APT_PKGS := softhsm2 opensc openssl libssl-dev libpq-dev pkg-config gcc make \
+            postgresql postgresql-common python3 curl ca-certificates
+
+.PHONY: all deps build release demo test lint unit integration bench serve clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing:$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+	@scripts/python-deps.sh
+
+build: deps
+	$(CARGO) build --release
+
+release: build
+
+demo: build
+	./target/release/tmcs init
+	./target/release/tmcs serve
+
+serve: build
+	./target/release/tmcs init
+	./target/release/tmcs serve
+
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint
+	rm -rf target/softhsm-test
+	scripts/with-postgres.sh $(CARGO) test --all-targets --no-fail-fast
+
+bench: build
+	scripts/with-postgres.sh scripts/bench.sh
+
+clean:
+	$(CARGO) clean

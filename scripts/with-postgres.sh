@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs a command with a throwaway PostgreSQL cluster (pg_virtualenv from
+# postgresql-common): PGHOST/PGPORT/PGUSER/PGPASSWORD point at it and the
+# cluster is dropped afterwards. TMCS_TEST_PG=required makes the PostgreSQL
+# tests fail (not skip) if the cluster is somehow unreachable.
+set -euo pipefail
+if ! command -v pg_virtualenv >/dev/null; then
+  echo "error: pg_virtualenv not found (apt-get install postgresql-common postgresql)" >&2
+  exit 1
+fi
+export TMCS_TEST_PG=required
+exec pg_virtualenv -o "max_connections=300" "$@"

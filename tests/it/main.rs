@@ -1,0 +1,11 @@
+//! Integration tests, one binary (kanidm style): real SoftHSM2, real SQLite
+//! and PostgreSQL, a real HTTPS server, the openssl CLI as the judge.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod api_foundation;
+mod audit_chain;
+mod cli;
+mod hsm;
+mod init;
