@@ -5,6 +5,7 @@
 pub mod cert;
 pub mod issue;
 pub mod profile;
+pub mod reason;
 pub mod signer;
 
 use openssl::pkey::{PKey, Public};
@@ -18,6 +19,7 @@ use crate::store::{certs, keys, DbConn, Store, StoreError};
 pub use cert::CertInfo;
 pub use issue::{CertSpec, Subject};
 pub use profile::{Profile, Profiles};
+pub use reason::Reason;
 pub use signer::{EcPublicKey, HsmSigner};
 
 /// Names of the server's HSM keys (table `server_keys`) and of the current

@@ -91,7 +91,8 @@ pub fn set_current(conn: &mut DbConn, name: &str, serial: &str) -> DbResult<()> 
     Ok(())
 }
 
-/// Sets the lifecycle state of one certificate. Returns rows changed.
+/// Sets the lifecycle state of one certificate and moves the revocation
+/// epoch (so CRL caches notice). Returns rows changed.
 pub fn set_status(
     conn: &mut DbConn,
     serial: &str,
@@ -99,11 +100,15 @@ pub fn set_status(
     reason: Option<&str>,
     revoked_at: Option<i64>,
 ) -> DbResult<usize> {
-    Ok(diesel::update(certificates::table.find(serial))
+    let n = diesel::update(certificates::table.find(serial))
         .set((
             certificates::status.eq(status),
             certificates::revocation_reason.eq(reason),
             certificates::revoked_at.eq(revoked_at),
         ))
-        .execute(conn)?)
+        .execute(conn)?;
+    if n > 0 {
+        super::revocation::bump_epoch(conn)?;
+    }
+    Ok(n)
 }

@@ -78,4 +78,58 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(certificates, pki_current, clients);
+diesel::allow_tables_to_appear_in_same_query!(certificates, pki_current, clients, subscribers, parties);
+
+diesel::table! {
+    pki_state (id) {
+        id -> Integer,
+        revocation_epoch -> BigInt,
+        crl_number -> BigInt,
+    }
+}
+
+diesel::table! {
+    crls (crl_number) {
+        crl_number -> BigInt,
+        revocation_epoch -> BigInt,
+        this_update -> BigInt,
+        next_update -> BigInt,
+        der_b64 -> Text,
+    }
+}
+
+diesel::table! {
+    subscribers (id) {
+        id -> Text,
+        msisdn -> Text,
+        pseudonym -> Text,
+        display_name -> Text,
+        kyc_ref -> Text,
+        state -> Text,
+        activation_hash -> Nullable<Text>,
+        activation_expires_at -> Nullable<BigInt>,
+        attempts -> Integer,
+        pin_salt -> Nullable<Text>,
+        pin_verifier -> Nullable<Text>,
+        device_spki -> Nullable<Text>,
+        key_id -> Nullable<Text>,
+        cert_serial -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    parties (party_id) {
+        party_id -> Text,
+        kind -> Text,
+        fingerprint -> Text,
+        cert_serial -> Nullable<Text>,
+        cert_pem -> Text,
+        issued_by_us -> Integer,
+        callback_url -> Nullable<Text>,
+        status -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
