@@ -13,6 +13,7 @@ use crate::fsutil;
 use crate::hsm::{Hsm, HsmError, HsmMetrics, HsmSettings};
 use crate::pki::{Pki, PkiError, PkiSettings, Profiles};
 use crate::store::{Store, StoreError, StoreSettings};
+use crate::subscriber::pin::PinHasher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -91,6 +92,7 @@ pub struct App {
     pub store: Store,
     pub hsm: Hsm,
     pub pki: Arc<Pki>,
+    pub pins: Arc<PinHasher>,
     pub registry: prometheus::Registry,
 }
 
@@ -121,12 +123,14 @@ impl App {
             .map_err(|e| AppError::Setup(e.to_string()))?;
         let hsm = Hsm::open(&hsm_settings(&cfg, hsm_pin(&cfg)?), hsm_metrics)?;
         let pki = Pki::load(&store, hsm.clone(), pki_settings(&cfg)?)?;
+        let pins = PinHasher::new(&cfg.file.pin, pki.keys.pin_pepper.clone()).map_err(AppError::Setup)?;
         Ok(App {
             cfg: Arc::new(cfg),
             clock,
             store,
             hsm,
             pki: Arc::new(pki),
+            pins: Arc::new(pins),
             registry,
         })
     }

@@ -16,3 +16,7 @@ pub mod hsm;
 pub mod init;
 pub mod pki;
 pub mod store;
+pub mod error;
+pub mod subscriber;
+pub mod party;
+pub mod sim;

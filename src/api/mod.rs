@@ -8,6 +8,7 @@
 mod admin;
 mod auditor;
 pub mod auth;
+mod handset;
 mod health;
 mod metrics;
 mod pki_routes;
@@ -125,6 +126,7 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
                     .wrap(middleware::from_fn(auth::operator_only))
                     .configure(admin::routes),
             )
+            .service(web::scope("/v1/handset").configure(handset::routes))
             .service(
                 web::scope("/v1/audit")
                     .wrap(middleware::from_fn(auth::auditor_only))

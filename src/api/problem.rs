@@ -238,3 +238,44 @@ mod tests {
         assert!(b["title"].as_str().is_some_and(|t| !t.is_empty()));
     }
 }
+
+impl From<crate::error::DomainError> for ApiError {
+    fn from(e: crate::error::DomainError) -> Self {
+        use crate::error::DomainError as D;
+        use crate::hsm::HsmError as H;
+        let hsm = |h: &H| match h {
+            H::PoolTimeout(_) | H::SessionLost(_) | H::Device(_) | H::Resources(_) => {
+                ApiError::unavailable("HSM", h)
+            }
+            other => ApiError::internal(other),
+        };
+        match e {
+            D::Rejected {
+                code,
+                detail,
+                attempts_left,
+            } => {
+                if code == "internal" {
+                    return ApiError::internal(detail);
+                }
+                let mut err = ApiError::coded(code, detail);
+                if let Some(n) = attempts_left {
+                    err = err.with("attempts_left", n);
+                }
+                err
+            }
+            D::Store(crate::store::StoreError::Pool(m)) => ApiError::unavailable("database", m),
+            D::Store(other) => ApiError::internal(other),
+            D::Hsm(h) => hsm(&h),
+            D::Pki(crate::pki::PkiError::Hsm(h)) => hsm(&h),
+            D::Pki(crate::pki::PkiError::Store(crate::store::StoreError::Pool(m))) => {
+                ApiError::unavailable("database", m)
+            }
+            D::Pki(other) => ApiError::internal(other),
+            D::Audit(crate::audit::AuditError::Store(crate::store::StoreError::Pool(m))) => {
+                ApiError::unavailable("database", m)
+            }
+            D::Audit(other) => ApiError::internal(other),
+        }
+    }
+}

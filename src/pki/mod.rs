@@ -4,6 +4,7 @@
 
 pub mod cert;
 pub mod issue;
+pub mod lifecycle;
 pub mod profile;
 pub mod reason;
 pub mod signer;

@@ -15,6 +15,7 @@ mod conn;
 pub mod keys;
 pub mod revocation;
 pub mod schema;
+pub mod subscribers;
 
 use std::time::Duration;
 

@@ -256,3 +256,51 @@ macro_rules! on_both_backends_async {
         }
     };
 }
+
+/// POST a JSON body; returns (status, content-type, JSON).
+pub async fn post_json(c: &awc::Client, url: &str, body: &serde_json::Value) -> (u16, String, serde_json::Value) {
+    json_of(c.post(url).send_json(body).await.unwrap()).await
+}
+
+/// GET; returns (status, content-type, JSON).
+pub async fn get_json(c: &awc::Client, url: &str) -> (u16, String, serde_json::Value) {
+    json_of(c.get(url).send().await.unwrap()).await
+}
+
+impl Served {
+    /// Registers a subscriber as the operator; returns (subscriber_id, activation code).
+    pub async fn register_subscriber(&self, msisdn: &str) -> (String, String) {
+        let (st, _, b) = post_json(
+            &self.as_client("operator"),
+            &self.url("/v1/admin/subscribers"),
+            &serde_json::json!({ "msisdn": msisdn, "display_name": "Test Person", "kyc_ref": "KYC-1" }),
+        )
+        .await;
+        assert_eq!(st, 201, "{b}");
+        (
+            b["subscriber_id"].as_str().unwrap().to_string(),
+            b["activation_code"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub async fn handset(&self, msisdn: &str) -> tmcs::sim::Handset {
+        let mut res = self.anonymous().get(self.url("/pki/transport.pem")).send().await.unwrap();
+        let pem = res.body().await.unwrap();
+        tmcs::sim::Handset::new(msisdn, &pem).unwrap()
+    }
+
+    /// Registers and activates a subscriber; returns the handset and certificate PEM.
+    pub async fn active_subscriber(&self, msisdn: &str, pin: &str) -> (tmcs::sim::Handset, String) {
+        let (_, code) = self.register_subscriber(msisdn).await;
+        let h = self.handset(msisdn).await;
+        let (st, _, b) = post_json(&self.anonymous(), &self.url("/v1/handset/activate"), &h.activation_body(&code, pin).unwrap()).await;
+        assert_eq!(st, 200, "{b}");
+        (h, b["certificate"].as_str().unwrap().to_string())
+    }
+}
+
+pub fn random_msisdn() -> String {
+    let mut b = [0u8; 4];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    format!("+49151{:08}", u32::from_le_bytes(b) % 100_000_000)
+}

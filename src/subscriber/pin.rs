@@ -1,0 +1,278 @@
+//! PINs: the rules, the verifier and the shared try counter.
+//!
+//! Verifier = HMAC-SHA256 in the HSM (pepper key) over argon2id(PIN,
+//! per-subscriber salt). A stolen database alone allows no offline search.
+//! The try counter is authoritative and moves in the same transaction as
+//! the comparison ([`check_in_tx`]).
+
+use std::sync::{Condvar, Mutex};
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use diesel::prelude::*;
+use zeroize::Zeroizing;
+
+use crate::error::{reject, DomainResult};
+use crate::hsm::{Hsm, KeyId};
+use crate::store::schema::subscribers;
+use crate::store::DbConn;
+
+/// Limits how many argon2 hashes run at once (each takes its memory cost).
+#[derive(Debug)]
+pub struct Argon2Limiter {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Argon2Limiter {
+    pub fn new(n: usize) -> Self {
+        Argon2Limiter {
+            free: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            while *free == 0 {
+                free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+            }
+            *free -= 1;
+        }
+        let out = f();
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.cv.notify_one();
+        out
+    }
+}
+
+/// argon2id parameters and the pepper key.
+#[derive(Debug)]
+pub struct PinHasher {
+    pub params: Params,
+    pub pepper: KeyId,
+    pub limiter: Argon2Limiter,
+    pub min_len: usize,
+    pub max_len: usize,
+}
+
+impl PinHasher {
+    pub fn new(cfg: &crate::config::PinSection, pepper: KeyId) -> Result<PinHasher, String> {
+        let params = Params::new(
+            cfg.argon2_memory_kib,
+            cfg.argon2_iterations,
+            cfg.argon2_parallelism,
+            Some(32),
+        )
+        .map_err(|e| format!("argon2 parameters: {e}"))?;
+        Ok(PinHasher {
+            params,
+            pepper,
+            limiter: Argon2Limiter::new(cfg.argon2_concurrency),
+            min_len: cfg.min_length,
+            max_len: cfg.max_length,
+        })
+    }
+
+    /// "m=19456,t=2,p=1" for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "argon2id m={}KiB t={} p={}",
+            self.params.m_cost(),
+            self.params.t_cost(),
+            self.params.p_cost()
+        )
+    }
+
+    /// The verifier of `pin` under `salt`.
+    pub fn verifier(&self, hsm: &Hsm, salt: &[u8], pin: &str) -> DomainResult<[u8; 32]> {
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
+        let mut hash = Zeroizing::new([0u8; 32]);
+        self.limiter
+            .run(|| argon.hash_password_into(pin.as_bytes(), salt, &mut hash[..]))
+            .map_err(|e| reject("internal", format!("argon2: {e}")))?;
+        let mut input = Vec::with_capacity(48);
+        input.extend_from_slice(b"tmcs-pin-v1|");
+        input.extend_from_slice(&hash[..]);
+        let mac = hsm.hmac_sha256(&self.pepper, &input);
+        zeroize::Zeroize::zeroize(&mut input);
+        Ok(mac?)
+    }
+
+    /// PIN rules: digits only, within the configured length, not trivial.
+    pub fn check_rules(&self, pin: &str) -> DomainResult<()> {
+        if pin.len() < self.min_len || pin.len() > self.max_len || !pin.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(reject(
+                "pin.invalid",
+                format!("a PIN is {}-{} digits", self.min_len, self.max_len),
+            ));
+        }
+        if is_trivial(pin) {
+            return Err(reject(
+                "pin.trivial",
+                "the PIN is too easy to guess (repeated digits, a sequence or a common pattern)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Repeated digits (0000), straight runs up or down (1234, 9876, 7890),
+/// repeated pairs (1212) and a few well-known picks.
+pub fn is_trivial(pin: &str) -> bool {
+    let d: Vec<i16> = pin.bytes().map(|b| i16::from(b) - i16::from(b'0')).collect();
+    if d.len() < 2 {
+        return true;
+    }
+    let steps: Vec<i16> = d.windows(2).map(|w| (w[1] - w[0]).rem_euclid(10)).collect();
+    let same_step = steps.iter().all(|s| *s == steps[0]);
+    if same_step && (steps[0] == 0 || steps[0] == 1 || steps[0] == 9) {
+        return true;
+    }
+    if d.len() >= 4 && d.len() % 2 == 0 && d.chunks(2).all(|c| c == &d[..2]) {
+        return true;
+    }
+    const COMMON: &[&str] = &["1004", "2000", "6969", "1122", "112233", "121212", "123123", "159753", "147258369", "0852"];
+    COMMON.contains(&pin)
+}
+
+/// Constant-time equality (length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
+}
+
+/// Result of one guarded comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Correct,
+    /// Wrong; this many attempts remain (0 means now blocked).
+    Wrong { left: u32 },
+    /// Blocked before this attempt: the guess was not compared.
+    Blocked,
+}
+
+/// Compares `candidate` with the stored secret hash of subscriber `id` in
+/// the caller's transaction. The counter moves first (conditionally, so
+/// concurrent guesses on several nodes cannot exceed `max`), then the
+/// comparison decides: correct resets it, wrong keeps it and blocks at `max`.
+/// `stored` reads the stored value (verifier or activation hash) inside the
+/// same transaction.
+pub fn check_in_tx(
+    conn: &mut DbConn,
+    id: &str,
+    required_state: &str,
+    max: u32,
+    candidate: &[u8],
+    stored: impl FnOnce(&mut DbConn) -> DomainResult<Option<Vec<u8>>>,
+    now: i64,
+) -> DomainResult<Check> {
+    let max_i = i32::try_from(max).unwrap_or(i32::MAX);
+    let counted = diesel::update(
+        subscribers::table
+            .filter(subscribers::id.eq(id))
+            .filter(subscribers::state.eq(required_state))
+            .filter(subscribers::attempts.lt(max_i)),
+    )
+    .set((
+        subscribers::attempts.eq(subscribers::attempts + 1),
+        subscribers::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    if counted == 0 {
+        return Ok(Check::Blocked);
+    }
+    let expected = stored(conn)?;
+    let ok = match expected {
+        Some(e) => ct_eq(&e, candidate),
+        None => false,
+    };
+    if ok {
+        diesel::update(subscribers::table.find(id))
+            .set(subscribers::attempts.eq(0))
+            .execute(conn)?;
+        return Ok(Check::Correct);
+    }
+    let attempts: i32 = subscribers::table
+        .find(id)
+        .select(subscribers::attempts)
+        .first(conn)?;
+    let left = max_i.saturating_sub(attempts).max(0);
+    if left == 0 {
+        diesel::update(subscribers::table.find(id))
+            .set(subscribers::state.eq("blocked"))
+            .execute(conn)?;
+    }
+    Ok(Check::Wrong {
+        left: u32::try_from(left).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trivial_pins() {
+        for p in ["0000", "1111", "1234", "4321", "123456", "987654", "7890", "8901", "1212", "4545", "121212", "1004"] {
+            assert!(is_trivial(p), "{p} should be trivial");
+        }
+        for p in ["4826", "483920", "1357", "2580", "918273", "1243"] {
+            assert!(!is_trivial(p), "{p} should be accepted");
+        }
+    }
+
+    #[test]
+    fn rules() {
+        let cfg = crate::config::PinSection::default();
+        let h = PinHasher::new(&cfg, KeyId::random().unwrap()).unwrap();
+        assert!(h.check_rules("4826").is_ok());
+        assert_eq!(h.check_rules("123").unwrap_err().code(), Some("pin.invalid"));
+        assert_eq!(h.check_rules("48a6").unwrap_err().code(), Some("pin.invalid"));
+        assert_eq!(h.check_rules("4826482648264").unwrap_err().code(), Some("pin.invalid"));
+        assert_eq!(h.check_rules("0000").unwrap_err().code(), Some("pin.trivial"));
+        assert_eq!(h.check_rules("1234").unwrap_err().code(), Some("pin.trivial"));
+        // Errors never echo the PIN.
+        assert!(!h.check_rules("1234").unwrap_err().to_string().contains("1234"));
+    }
+
+    #[test]
+    fn limiter_bounds_concurrency() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let lim = Arc::new(Argon2Limiter::new(2));
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let ts: Vec<_> = (0..8)
+            .map(|_| {
+                let (lim, live, peak) = (lim.clone(), live.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    lim.run(|| {
+                        let n = live.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(n, Ordering::SeqCst);
+                        let mut x = 0u64;
+                        for i in 0..200_000u64 {
+                            x = x.wrapping_add(i * i);
+                        }
+                        std::hint::black_box(x);
+                        live.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert!(peak.load(Ordering::SeqCst) <= 2);
+    }
+}
+
+/// `v1|pin-old|<msisdn>|<PIN>` and `v1|pin-new|<msisdn>|<PIN>` (PIN change,
+/// an additive extension of CONTRACT §7).
+pub fn parse_pin_change(plain: &str, which: &str, msisdn: &str) -> DomainResult<Zeroizing<String>> {
+    let f: Vec<&str> = plain.split('|').collect();
+    match f.as_slice() {
+        ["v1", w, m, pin] if *w == which && *m == msisdn && !pin.is_empty() => Ok(Zeroizing::new((*pin).to_string())),
+        _ => Err(reject("pinblock.invalid", format!("not a {which} PIN block for this subscriber"))),
+    }
+}
