@@ -9,4 +9,5 @@ if ! command -v pg_virtualenv >/dev/null; then
   exit 1
 fi
 export TMCS_TEST_PG=required
+export TMCS_TEST_STRICT=1
 exec pg_virtualenv -o "max_connections=300" "$@"

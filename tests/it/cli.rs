@@ -178,3 +178,92 @@ fn init_on_embedded_defaults_then_tamper() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("seq 3"), "{}", stderr(&o));
 }
+
+/// The real binary serving real traffic: afterwards neither its log (at
+/// debug level) nor the SQLite files contain a PIN, a PIN block, an
+/// activation code or the HSM PIN.
+#[actix_web::test]
+async fn no_secrets_in_the_database_or_the_log() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    assert!(tmcs(&data, &["init"]).status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log_path = d.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tmcs"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("serve")
+        .env("TMCS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("https://localhost:{port}");
+    let ca = data.join("ca.pem");
+    let anon = tmcs::client::https_client(&ca, None).unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if let Ok(r) = anon.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                up = true;
+                break;
+            }
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "server did not come up: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    let op = tmcs::client::https_client(&ca, Some((&data.join("clients/operator.crt"), &data.join("clients/operator.key")))).unwrap();
+    let msisdn = crate::support::random_msisdn();
+    let (st, _, b) = crate::support::post_json(&op, &format!("{base}/v1/admin/subscribers"), &serde_json::json!({"msisdn": msisdn, "display_name": "Log Test", "kyc_ref": "K"})).await;
+    assert_eq!(st, 201);
+    let code = b["activation_code"].as_str().unwrap().to_string();
+    let transport = anon.get(format!("{base}/pki/transport.pem")).send().await.unwrap().body().await.unwrap();
+    let h = tmcs::sim::Handset::new(&msisdn, &transport).unwrap();
+    // Long PINs, so that finding one by chance in hex or decimal text is negligible.
+    let pin = "5819374062";
+    let wrong_code = if code.starts_with('7') { "8".repeat(code.len()) } else { "7".repeat(code.len()) };
+    let bad = h.activation_body(&wrong_code, pin).unwrap();
+    let (st, _, _) = crate::support::post_json(&anon, &format!("{base}/v1/handset/activate"), &bad).await;
+    assert_eq!(st, 403);
+    let good = h.activation_body(&code, pin).unwrap();
+    let (st, _, _) = crate::support::post_json(&anon, &format!("{base}/v1/handset/activate"), &good).await;
+    assert_eq!(st, 200);
+    let new_pin = "6381049275";
+    let change = h.pin_change_body(pin, new_pin).unwrap();
+    let hdr = h.device_header("POST", "/v1/handset/pin", unix_now()).unwrap();
+    let (st, _, _) = crate::support::json_of(anon.post(format!("{base}/v1/handset/pin")).insert_header(("authorization", hdr)).send_json(&change).await.unwrap()).await;
+    assert_eq!(st, 200);
+
+    // Stop the server (SIGTERM) so the log is complete.
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let _ = child.wait();
+    let log_text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log_text.contains("request"), "the debug log should have request lines");
+    let hsm_pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap().trim().to_string();
+    let mut secrets = vec![code.clone(), pin.to_string(), new_pin.to_string(), hsm_pin];
+    for body in [&bad, &good] {
+        secrets.push(body["pin_block"].as_str().unwrap().to_string());
+    }
+    secrets.push(change["old_pin_block"].as_str().unwrap().to_string());
+    let mut stores = vec![("log".to_string(), log_text.into_bytes())];
+    for f in ["tmcs.db", "tmcs.db-wal"] {
+        if let Ok(b) = std::fs::read(data.join(f)) {
+            stores.push((f.to_string(), b));
+        }
+    }
+    for (name, bytes) in &stores {
+        for s in &secrets {
+            let found = bytes.windows(s.len()).any(|w| w == s.as_bytes());
+            assert!(!found, "a secret ({} chars) appears in {name}", s.len());
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod acceptance;
 mod api_foundation;
 mod audit_chain;
 mod cli;
