@@ -123,7 +123,8 @@ impl App {
             .map_err(|e| AppError::Setup(e.to_string()))?;
         let hsm = Hsm::open(&hsm_settings(&cfg, hsm_pin(&cfg)?), hsm_metrics)?;
         let pki = Pki::load(&store, hsm.clone(), pki_settings(&cfg)?)?;
-        let pins = PinHasher::new(&cfg.file.pin, pki.keys.pin_pepper.clone()).map_err(AppError::Setup)?;
+        let pins =
+            PinHasher::new(&cfg.file.pin, pki.keys.pin_pepper.clone()).map_err(AppError::Setup)?;
         Ok(App {
             cfg: Arc::new(cfg),
             clock,

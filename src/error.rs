@@ -43,7 +43,11 @@ pub fn reject(code: &'static str, detail: impl Into<String>) -> DomainError {
 }
 
 /// A refusal that reports the attempts left.
-pub fn reject_with_attempts(code: &'static str, detail: impl Into<String>, left: u32) -> DomainError {
+pub fn reject_with_attempts(
+    code: &'static str,
+    detail: impl Into<String>,
+    left: u32,
+) -> DomainError {
     DomainError::Rejected {
         code,
         detail: detail.into(),

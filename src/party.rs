@@ -59,7 +59,9 @@ pub fn valid_party_id(id: &str, kind: &str) -> bool {
         return false;
     };
     (1..=64).contains(&local.len())
-        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && role == kind
         && (1..=63).contains(&domain.len())
         && domain
@@ -84,7 +86,10 @@ fn check_signing_key(x: &X509) -> DomainResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(reject("certificate.invalid", "the key must be EC P-256 or RSA >= 2048 bits"))
+        Err(reject(
+            "certificate.invalid",
+            "the key must be EC P-256 or RSA >= 2048 bits",
+        ))
     }
 }
 
@@ -144,7 +149,10 @@ fn mtls_role(kind: &str) -> Option<&'static str> {
 /// `POST /v1/admin/parties`.
 pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView> {
     if !KINDS.contains(&p.kind.as_str()) {
-        return Err(reject("request.invalid", "kind must be merchant, fsp, bank or gateway"));
+        return Err(reject(
+            "request.invalid",
+            "kind must be merchant, fsp, bank or gateway",
+        ));
     }
     if !valid_party_id(&p.party_id, &p.kind) {
         return Err(reject(
@@ -154,11 +162,18 @@ pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView
     }
     if let Some(u) = &p.callback_url {
         if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 512 {
-            return Err(reject("request.invalid", "callback_url must be an http(s) URL"));
+            return Err(reject(
+                "request.invalid",
+                "callback_url must be an http(s) URL",
+            ));
         }
     }
     let now = app.clock.now();
-    if app.store.read(|c| get(c, &p.party_id))?.is_some_and(|r| r.status != "revoked") {
+    if app
+        .store
+        .read(|c| get(c, &p.party_id))?
+        .is_some_and(|r| r.status != "revoked")
+    {
         return Err(reject("party.exists", "the party is already registered"));
     }
     // The certificate: checked as given, or issued from the CSR.
@@ -169,14 +184,19 @@ pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView
             check_signing_key(&x)?;
             let info = CertInfo::from_x509(&x)?;
             if now < info.not_before || now > info.not_after {
-                return Err(reject("certificate.invalid", "the certificate is expired or not yet valid"));
+                return Err(reject(
+                    "certificate.invalid",
+                    "the certificate is expired or not yet valid",
+                ));
             }
             (info, false)
         }
         Credential::Csr(pem) => {
             let csr = rcgen::CertificateSigningRequestParams::from_pem(pem)
                 .map_err(|e| reject("certificate.invalid", format!("CSR: {e}")))?;
-            let info = app.pki.issue("party", &p.party_id, vec![], &csr.public_key, now)?;
+            let info = app
+                .pki
+                .issue("party", &p.party_id, vec![], &csr.public_key, now)?;
             let x = X509::from_der(&info.der).map_err(|e| reject("internal", e.to_string()))?;
             check_signing_key(&x)?;
             (info, true)
@@ -202,13 +222,23 @@ pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView
             diesel::delete(parties::table.find(&p.party_id)).execute(c)?;
         }
         if by_fingerprint(c, &info.fingerprint)?.is_some() {
-            return Err(reject("party.exists", "this certificate already belongs to a party"));
+            return Err(reject(
+                "party.exists",
+                "this certificate already belongs to a party",
+            ));
         }
         let mut events = Vec::new();
         if issued {
             certs::insert(
                 c,
-                &info.to_row("issuing", "party", Some(&subject(&p.party_id)), None, "active", now),
+                &info.to_row(
+                    "issuing",
+                    "party",
+                    Some(&subject(&p.party_id)),
+                    None,
+                    "active",
+                    now,
+                ),
             )?;
             events.push(NewEvent::new(
                 actor,
@@ -217,14 +247,18 @@ pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView
                 json!({ "party": p.party_id, "profile": "party", "fingerprint": info.fingerprint }),
             ));
         }
-        diesel::insert_into(parties::table).values(&row).execute(c)?;
+        diesel::insert_into(parties::table)
+            .values(&row)
+            .execute(c)?;
         if let Some(role) = mtls_role(&p.kind) {
             match clients::get(c, &info.fingerprint)? {
                 // A bootstrap client certificate (e.g. fsp-demo) becomes this party's.
                 Some(existing) if existing.role == role => {
-                    diesel::update(crate::store::schema::clients::table.find(&existing.fingerprint))
-                        .set(crate::store::schema::clients::party_id.eq(&p.party_id))
-                        .execute(c)?;
+                    diesel::update(
+                        crate::store::schema::clients::table.find(&existing.fingerprint),
+                    )
+                    .set(crate::store::schema::clients::party_id.eq(&p.party_id))
+                    .execute(c)?;
                 }
                 Some(_) => {
                     return Err(reject(
@@ -274,7 +308,12 @@ pub fn view(app: &App, party_id: &str) -> DomainResult<PartyView> {
 
 /// Suspends, resumes or revokes a party; a certificate tmcs issued follows
 /// (so CRL and OCSP show it), and so does its mTLS identity.
-pub fn transition(app: &App, actor: &Actor, party_id: &str, t: Transition) -> DomainResult<PartyView> {
+pub fn transition(
+    app: &App,
+    actor: &Actor,
+    party_id: &str,
+    t: Transition,
+) -> DomainResult<PartyView> {
     let now = app.clock.now();
     app.store.write(|c| -> DomainResult<PartyView> {
         let mut p = get(c, party_id)?.ok_or_else(|| reject("party.not_found", "no such party"))?;
@@ -287,7 +326,10 @@ pub fn transition(app: &App, actor: &Actor, party_id: &str, t: Transition) -> Do
             return Err(if p.status == "revoked" {
                 reject("certificate.revoked", "the party is revoked")
             } else {
-                reject("certificate.invalid_transition", format!("the party is {}", p.status))
+                reject(
+                    "certificate.invalid_transition",
+                    format!("the party is {}", p.status),
+                )
             });
         }
         let mut events = Vec::new();
@@ -295,15 +337,18 @@ pub fn transition(app: &App, actor: &Actor, party_id: &str, t: Transition) -> Do
             let (_, ev) = lifecycle::transition(c, actor, &serial, t, now)?;
             events.push(ev);
         } else {
-            diesel::update(crate::store::schema::clients::table.filter(
-                crate::store::schema::clients::fingerprint.eq(&p.fingerprint),
-            ))
+            diesel::update(
+                crate::store::schema::clients::table
+                    .filter(crate::store::schema::clients::fingerprint.eq(&p.fingerprint)),
+            )
             .set(crate::store::schema::clients::status.eq(to))
             .execute(c)?;
         }
         p.status = to.into();
         p.updated_at = now.unix_timestamp();
-        diesel::update(parties::table.find(party_id)).set(&p).execute(c)?;
+        diesel::update(parties::table.find(party_id))
+            .set(&p)
+            .execute(c)?;
         let reason = match t {
             Transition::Revoke(r) => Some(r.name()),
             _ => None,

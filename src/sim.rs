@@ -71,7 +71,13 @@ impl Handset {
     }
 
     /// A PIN block authorising request `request_id`.
-    pub fn auth_pin_block(&self, request_id: &str, nonce: &str, dtbs_sha256: &str, pin: &str) -> Result<String> {
+    pub fn auth_pin_block(
+        &self,
+        request_id: &str,
+        nonce: &str,
+        dtbs_sha256: &str,
+        pin: &str,
+    ) -> Result<String> {
         pinblock::seal(
             &self.transport_point,
             &format!("v1|auth|{request_id}|{nonce}|{dtbs_sha256}|{pin}"),

@@ -15,10 +15,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/subscribers/{msisdn}", web::get().to(get_subscriber))
         .route("/subscribers/{msisdn}/block", web::post().to(block))
         .route("/subscribers/{msisdn}/unblock", web::post().to(unblock))
-        .route("/subscribers/{msisdn}/disconnect", web::post().to(disconnect))
+        .route(
+            "/subscribers/{msisdn}/disconnect",
+            web::post().to(disconnect),
+        )
         .route("/subscribers/{msisdn}/renew", web::post().to(renew))
         .route("/certificates/{serial}/revoke", web::post().to(revoke_cert))
-        .route("/certificates/{serial}/suspend", web::post().to(suspend_cert))
+        .route(
+            "/certificates/{serial}/suspend",
+            web::post().to(suspend_cert),
+        )
         .route("/certificates/{serial}/resume", web::post().to(resume_cert))
         .route("/parties", web::post().to(register_party))
         .route("/parties/{party_id}", web::get().to(get_party))
@@ -78,7 +84,11 @@ async fn get_subscriber(
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn block(state: web::Data<State>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn block(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let msisdn = path.into_inner();
     let app = state.app.clone();
     state
@@ -87,7 +97,11 @@ async fn block(state: web::Data<State>, caller: Caller, path: web::Path<String>)
     Ok(HttpResponse::Ok().json(json!({ "state": subscriber::BLOCKED })))
 }
 
-async fn unblock(state: web::Data<State>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn unblock(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let msisdn = path.into_inner();
     let app = state.app.clone();
     let issued = state
@@ -113,10 +127,15 @@ async fn disconnect(
     let revoked = state
         .blocking(move || Ok(subscriber::disconnect(&app, &caller.actor(), &msisdn)?))
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "state": subscriber::ARCHIVED, "revoked_certificates": revoked })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "state": subscriber::ARCHIVED, "revoked_certificates": revoked })))
 }
 
-async fn renew(state: web::Data<State>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn renew(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let msisdn = path.into_inner();
     let app = state.app.clone();
     let r = state
@@ -149,7 +168,12 @@ fn parse_reason(body: &[u8], default: Reason) -> Result<Reason, ApiError> {
     }
 }
 
-async fn cert_transition(state: web::Data<State>, caller: Caller, serial: String, t: Transition) -> Result<HttpResponse, ApiError> {
+async fn cert_transition(
+    state: web::Data<State>,
+    caller: Caller,
+    serial: String,
+    t: Transition,
+) -> Result<HttpResponse, ApiError> {
     let serial = normalize_serial(&serial)
         .ok_or_else(|| ApiError::coded("request.invalid", "serial must be hex"))?;
     let app = state.app.clone();
@@ -181,11 +205,19 @@ async fn revoke_cert(
     cert_transition(state, caller, path.into_inner(), Transition::Revoke(reason)).await
 }
 
-async fn suspend_cert(state: web::Data<State>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn suspend_cert(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     cert_transition(state, caller, path.into_inner(), Transition::Suspend).await
 }
 
-async fn resume_cert(state: web::Data<State>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn resume_cert(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     cert_transition(state, caller, path.into_inner(), Transition::Resume).await
 }
 
@@ -233,14 +265,23 @@ async fn register_party(
     Ok(HttpResponse::Created().json(view))
 }
 
-async fn get_party(state: web::Data<State>, _caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_party(
+    state: web::Data<State>,
+    _caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let app = state.app.clone();
     let view = state.blocking(move || Ok(party::view(&app, &id)?)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn party_transition(state: web::Data<State>, caller: Caller, id: String, t: Transition) -> Result<HttpResponse, ApiError> {
+async fn party_transition(
+    state: web::Data<State>,
+    caller: Caller,
+    id: String,
+    t: Transition,
+) -> Result<HttpResponse, ApiError> {
     let app = state.app.clone();
     let view = state
         .blocking(move || Ok(party::transition(&app, &caller.actor(), &id, t)?))
@@ -248,11 +289,19 @@ async fn party_transition(state: web::Data<State>, caller: Caller, id: String, t
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn suspend_party(state: web::Data<State>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn suspend_party(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     party_transition(state, caller, path.into_inner(), Transition::Suspend).await
 }
 
-async fn resume_party(state: web::Data<State>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn resume_party(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     party_transition(state, caller, path.into_inner(), Transition::Resume).await
 }
 

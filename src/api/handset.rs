@@ -24,10 +24,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/pin", web::post().to(change_pin));
 }
 
-async fn activate(state: web::Data<State>, body: web::Json<ActivateRequest>) -> Result<HttpResponse, ApiError> {
+async fn activate(
+    state: web::Data<State>,
+    body: web::Json<ActivateRequest>,
+) -> Result<HttpResponse, ApiError> {
     let req = body.into_inner();
     let app = state.app.clone();
-    let done = state.blocking(move || Ok(subscriber::activate(&app, req)?)).await?;
+    let done = state
+        .blocking(move || Ok(subscriber::activate(&app, req)?))
+        .await?;
     Ok(HttpResponse::Ok().json(json!({
         "certificate": done.certificate,
         "chain": done.chain,
@@ -39,7 +44,6 @@ async fn activate(state: web::Data<State>, body: web::Json<ActivateRequest>) -> 
 #[derive(Debug, Clone)]
 pub struct Device {
     pub subscriber_id: String,
-    pub msisdn: String,
 }
 
 /// `TMCS-Device msisdn="+…",ts="<unix seconds>",sig="<b64>"`
@@ -52,7 +56,9 @@ pub fn parse_device_header(h: &str) -> Option<(String, i64, Vec<u8>)> {
         match k {
             "msisdn" if msisdn.is_none() => msisdn = Some(v.to_string()),
             "ts" if ts.is_none() => ts = Some(v.parse::<i64>().ok()?),
-            "sig" if sig.is_none() => sig = Some(base64::engine::general_purpose::STANDARD.decode(v).ok()?),
+            "sig" if sig.is_none() => {
+                sig = Some(base64::engine::general_purpose::STANDARD.decode(v).ok()?)
+            }
             _ => return None,
         }
     }
@@ -95,10 +101,16 @@ async fn authenticate(req: HttpRequest) -> Result<Device, ApiError> {
                 ApiError::coded("auth.device_signature", reason.to_string())
             };
             let Some((msisdn, ts, sig)) = header.as_deref().and_then(parse_device_header) else {
-                return Err(deny(Actor::Anonymous, "missing or malformed TMCS-Device authorization"));
+                return Err(deny(
+                    Actor::Anonymous,
+                    "missing or malformed TMCS-Device authorization",
+                ));
             };
             if (now.unix_timestamp() - ts).abs() > DEVICE_SKEW_SECONDS {
-                return Err(deny(Actor::Anonymous, "device timestamp outside the allowed skew"));
+                return Err(deny(
+                    Actor::Anonymous,
+                    "device timestamp outside the allowed skew",
+                ));
             }
             let s = app
                 .store
@@ -126,7 +138,6 @@ async fn authenticate(req: HttpRequest) -> Result<Device, ApiError> {
             }
             Ok(Device {
                 subscriber_id: s.id,
-                msisdn,
             })
         })
         .await
@@ -175,12 +186,23 @@ mod tests {
 
     #[test]
     fn device_header_parses_strictly() {
-        let (m, ts, sig) = parse_device_header(r#"TMCS-Device msisdn="+4912345678",ts="1700000000",sig="AAEC""#).unwrap();
-        assert_eq!((m.as_str(), ts, sig), ("+4912345678", 1_700_000_000, vec![0, 1, 2]));
+        let (m, ts, sig) =
+            parse_device_header(r#"TMCS-Device msisdn="+4912345678",ts="1700000000",sig="AAEC""#)
+                .unwrap();
+        assert_eq!(
+            (m.as_str(), ts, sig),
+            ("+4912345678", 1_700_000_000, vec![0, 1, 2])
+        );
         assert!(parse_device_header(r#"Bearer x"#).is_none());
         assert!(parse_device_header(r#"TMCS-Device msisdn="+49",ts="x",sig="AA==""#).is_none());
-        assert!(parse_device_header(r#"TMCS-Device msisdn="+49",ts="1",sig="AA==",extra="1""#).is_none());
-        assert!(parse_device_header(r#"TMCS-Device msisdn="+49",msisdn="+48",ts="1",sig="AA==""#).is_none());
+        assert!(
+            parse_device_header(r#"TMCS-Device msisdn="+49",ts="1",sig="AA==",extra="1""#)
+                .is_none()
+        );
+        assert!(
+            parse_device_header(r#"TMCS-Device msisdn="+49",msisdn="+48",ts="1",sig="AA==""#)
+                .is_none()
+        );
         assert_eq!(
             device_message("GET", "/v1/handset/requests", "+4912345678", 5),
             "tmcs-dev-v1\nGET\n/v1/handset/requests\n+4912345678\n5\n"

@@ -212,33 +212,6 @@ impl ResponseError for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_are_unique_and_statuses_valid() {
-        let mut seen = std::collections::HashSet::new();
-        for (c, s, t) in CODES {
-            assert!(seen.insert(*c), "duplicate code {c}");
-            assert!(StatusCode::from_u16(*s).is_ok());
-            assert!(!t.is_empty());
-        }
-    }
-
-    #[test]
-    fn problem_body_has_the_contract_members() {
-        let e = ApiError::coded("activation.bad_code", "wrong code").with("attempts_left", 2);
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
-        let b = e.body();
-        assert_eq!(b["type"], "urn:tmcs:problem:activation.bad_code");
-        assert_eq!(b["code"], "activation.bad_code");
-        assert_eq!(b["status"], 403);
-        assert_eq!(b["attempts_left"], 2);
-        assert!(b["title"].as_str().is_some_and(|t| !t.is_empty()));
-    }
-}
-
 impl From<crate::error::DomainError> for ApiError {
     fn from(e: crate::error::DomainError) -> Self {
         use crate::error::DomainError as D;
@@ -277,5 +250,32 @@ impl From<crate::error::DomainError> for ApiError {
             }
             D::Audit(other) => ApiError::internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_statuses_valid() {
+        let mut seen = std::collections::HashSet::new();
+        for (c, s, t) in CODES {
+            assert!(seen.insert(*c), "duplicate code {c}");
+            assert!(StatusCode::from_u16(*s).is_ok());
+            assert!(!t.is_empty());
+        }
+    }
+
+    #[test]
+    fn problem_body_has_the_contract_members() {
+        let e = ApiError::coded("activation.bad_code", "wrong code").with("attempts_left", 2);
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let b = e.body();
+        assert_eq!(b["type"], "urn:tmcs:problem:activation.bad_code");
+        assert_eq!(b["code"], "activation.bad_code");
+        assert_eq!(b["status"], 403);
+        assert_eq!(b["attempts_left"], 2);
+        assert!(b["title"].as_str().is_some_and(|t| !t.is_empty()));
     }
 }

@@ -49,7 +49,10 @@ pub fn transition(
         ));
     }
     if row.status == "revoked" {
-        return Err(reject("certificate.revoked", "the certificate is already revoked"));
+        return Err(reject(
+            "certificate.revoked",
+            "the certificate is already revoked",
+        ));
     }
     let at = now.unix_timestamp();
     let (status, reason, revoked_at, action) = match t {
@@ -104,7 +107,10 @@ pub fn require_usable(row: &CertRow, now: OffsetDateTime) -> DomainResult<()> {
     let t = now.unix_timestamp();
     match row.status.as_str() {
         "active" if t >= row.not_before && t <= row.not_after => Ok(()),
-        "active" => Err(reject("certificate.not_active", "the certificate is expired or not yet valid")),
+        "active" => Err(reject(
+            "certificate.not_active",
+            "the certificate is expired or not yet valid",
+        )),
         "revoked" => Err(reject("certificate.revoked", "the certificate is revoked")),
         other => Err(reject(
             "certificate.not_active",

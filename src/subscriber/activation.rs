@@ -52,7 +52,10 @@ enum Outcome {
 pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
     let now = app.clock.now();
     if !super::valid_msisdn(&req.msisdn) {
-        return Err(reject("request.invalid", "msisdn must be E.164: + and 8-15 digits"));
+        return Err(reject(
+            "request.invalid",
+            "msisdn must be E.164: + and 8-15 digits",
+        ));
     }
     let device = parse_device_key(&req.device_public_key)?;
     let plain = pinblock::open(
@@ -62,7 +65,9 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         &req.pin_block,
     )?;
     let p = pinblock::parse_activate(&plain)?;
-    if p.msisdn != req.msisdn || !super::pin::ct_eq(p.code.as_bytes(), req.activation_code.as_bytes()) {
+    if p.msisdn != req.msisdn
+        || !super::pin::ct_eq(p.code.as_bytes(), req.activation_code.as_bytes())
+    {
         return Err(reject(
             "pinblock.invalid",
             "the PIN block is not bound to this msisdn and activation code",
@@ -74,12 +79,25 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
     let s = match s {
         Some(s) if s.state == PENDING => s,
         Some(s) if s.state == BLOCKED => {
-            return Err(reject("subscriber.blocked", "the subscriber is blocked; ask the operator"))
+            return Err(reject(
+                "subscriber.blocked",
+                "the subscriber is blocked; ask the operator",
+            ))
         }
-        _ => return Err(reject("activation.not_pending", "no activation is pending for this MSISDN")),
+        _ => {
+            return Err(reject(
+                "activation.not_pending",
+                "no activation is pending for this MSISDN",
+            ))
+        }
     };
-    if s.activation_expires_at.is_none_or(|t| now.unix_timestamp() > t) {
-        return Err(reject("activation.expired", "the activation code has expired; ask the operator for a new one"));
+    if s.activation_expires_at
+        .is_none_or(|t| now.unix_timestamp() > t)
+    {
+        return Err(reject(
+            "activation.expired",
+            "the activation code has expired; ask the operator for a new one",
+        ));
     }
 
     // Expensive work before the short transaction: the code's keyed hash,
@@ -144,7 +162,14 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         if let Some((key, cert)) = &fresh {
             certs::insert(
                 c,
-                &cert.to_row("issuing", "subscriber", Some(&subject(&cur.id)), Some(&key.id.to_hex()), "active", now),
+                &cert.to_row(
+                    "issuing",
+                    "subscriber",
+                    Some(&subject(&cur.id)),
+                    Some(&key.id.to_hex()),
+                    "active",
+                    now,
+                ),
             )?;
             events.extend(issuance_events(&actor, &cur, key, cert));
             cur.key_id = Some(key.id.to_hex());
@@ -173,7 +198,12 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
             Some(subject(&cur.id)),
             json!({ "certificate": serial, "device_key_sha256": fp, "new_key": fresh.is_some() }),
         ));
-        events.push(NewEvent::new(&actor, "pin.set", Some(subject(&cur.id)), json!({})));
+        events.push(NewEvent::new(
+            &actor,
+            "pin.set",
+            Some(subject(&cur.id)),
+            json!({}),
+        ));
         audit::append_all(c, now, events)?;
         Ok(Outcome::Done { serial, pem })
     });

@@ -48,7 +48,11 @@ pub fn mask_msisdn(s: &str) -> String {
         return "****".into();
     }
     let keep_head = n.saturating_sub(7).min(7);
-    format!("{}****{}", s.get(..keep_head).unwrap_or(""), s.get(n - 3..).unwrap_or(""))
+    format!(
+        "{}****{}",
+        s.get(..keep_head).unwrap_or(""),
+        s.get(n - 3..).unwrap_or("")
+    )
 }
 
 pub fn subject(id: &str) -> String {
@@ -71,7 +75,9 @@ fn random_digits(n: usize) -> DomainResult<zeroize::Zeroizing<String>> {
 /// The keyed hash stored for an activation code.
 fn activation_hash(app: &App, id: &str, code: &str) -> DomainResult<[u8; 32]> {
     let input = zeroize::Zeroizing::new(format!("tmcs-activation-v1|{id}|{code}"));
-    Ok(app.hsm.hmac_sha256(&app.pki.keys.pin_pepper, input.as_bytes())?)
+    Ok(app
+        .hsm
+        .hmac_sha256(&app.pki.keys.pin_pepper, input.as_bytes())?)
 }
 
 /// A fresh activation code for subscriber `id`: (code, hash hex, expiry).
@@ -122,7 +128,10 @@ fn check_text(field: &str, v: &str, max: usize) -> DomainResult<()> {
 /// subscriber with a new code (Y.2741 alternative steps 3a–3b).
 pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<ActivationIssued> {
     if !valid_msisdn(&reg.msisdn) {
-        return Err(reject("request.invalid", "msisdn must be E.164: + and 8-15 digits"));
+        return Err(reject(
+            "request.invalid",
+            "msisdn must be E.164: + and 8-15 digits",
+        ));
     }
     check_text("display_name", &reg.display_name, 128)?;
     check_text("kyc_ref", &reg.kyc_ref, 128)?;
@@ -130,7 +139,10 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
     let existing = app.store.read(|c| subscribers::by_msisdn(c, &reg.msisdn))?;
     let id = match &existing {
         Some(s) if s.state != ARCHIVED => {
-            return Err(reject("subscriber.exists", "the MSISDN is already registered"))
+            return Err(reject(
+                "subscriber.exists",
+                "the MSISDN is already registered",
+            ))
         }
         Some(s) => s.id.clone(),
         None => uuid::Uuid::new_v4().to_string(),
@@ -141,7 +153,10 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
     app.store.write(|c| -> DomainResult<()> {
         let row = match subscribers::by_msisdn(c, &reg.msisdn)? {
             Some(s) if s.state != ARCHIVED => {
-                return Err(reject("subscriber.exists", "the MSISDN is already registered"))
+                return Err(reject(
+                    "subscriber.exists",
+                    "the MSISDN is already registered",
+                ))
             }
             Some(s) => SubscriberRow {
                 display_name: reg.display_name.clone(),
@@ -176,14 +191,20 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
             },
         };
         if row.id != id {
-            return Err(reject("subscriber.exists", "the MSISDN was registered concurrently"));
+            return Err(reject(
+                "subscriber.exists",
+                "the MSISDN was registered concurrently",
+            ));
         }
         if reactivated {
             subscribers::save(c, &row)?;
         } else {
             subscribers::insert(c, &row).map_err(|e| {
                 if e.is_unique_violation() {
-                    reject("subscriber.exists", "the MSISDN was registered concurrently")
+                    reject(
+                        "subscriber.exists",
+                        "the MSISDN was registered concurrently",
+                    )
                 } else {
                     DomainError::from(e)
                 }
@@ -194,7 +215,11 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
             now,
             NewEvent::new(
                 actor,
-                if reactivated { "subscriber.reactivated" } else { "subscriber.registered" },
+                if reactivated {
+                    "subscriber.reactivated"
+                } else {
+                    "subscriber.registered"
+                },
                 Some(subject(&id)),
                 json!({ "msisdn": mask_msisdn(&reg.msisdn), "kyc_ref": reg.kyc_ref,
                         "activation_expires_at": rfc3339_seconds(expires) }),
@@ -244,7 +269,10 @@ fn ts(t: i64) -> String {
 /// `GET /v1/admin/subscribers/{msisdn}`: state and certificates, no secrets.
 pub fn view(app: &App, msisdn: &str) -> DomainResult<SubscriberView> {
     if !valid_msisdn(msisdn) {
-        return Err(reject("request.invalid", "msisdn must be E.164: + and 8-15 digits"));
+        return Err(reject(
+            "request.invalid",
+            "msisdn must be E.164: + and 8-15 digits",
+        ));
     }
     let max = app.cfg.file.pin.max_attempts;
     app.store.read(|c| {
@@ -286,8 +314,18 @@ pub fn block(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<()> {
         let mut s = load(c, msisdn)?;
         match s.state.as_str() {
             ACTIVE | PENDING => {}
-            BLOCKED => return Err(reject("subscriber.blocked", "the subscriber is already blocked")),
-            _ => return Err(reject("subscriber.not_active", "the subscriber is disconnected")),
+            BLOCKED => {
+                return Err(reject(
+                    "subscriber.blocked",
+                    "the subscriber is already blocked",
+                ))
+            }
+            _ => {
+                return Err(reject(
+                    "subscriber.not_active",
+                    "the subscriber is disconnected",
+                ))
+            }
         }
         s.state = BLOCKED.into();
         s.updated_at = now.unix_timestamp();
@@ -295,7 +333,12 @@ pub fn block(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<()> {
         audit::append(
             c,
             now,
-            NewEvent::new(actor, "subscriber.blocked", Some(subject(&s.id)), json!({ "by": "operator" })),
+            NewEvent::new(
+                actor,
+                "subscriber.blocked",
+                Some(subject(&s.id)),
+                json!({ "by": "operator" }),
+            ),
         )?;
         Ok(())
     })
@@ -306,13 +349,19 @@ pub fn unblock(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<Activatio
     let now = app.clock.now();
     let current = app.store.read(|c| load(c, msisdn))?;
     if current.state != BLOCKED {
-        return Err(reject("subscriber.not_active", "only a blocked subscriber can be unblocked"));
+        return Err(reject(
+            "subscriber.not_active",
+            "only a blocked subscriber can be unblocked",
+        ));
     }
     let (code, hash, expires) = new_activation(app, &current.id, now)?;
     app.store.write(|c| {
         let mut s = load(c, msisdn)?;
         if s.state != BLOCKED {
-            return Err(reject("subscriber.not_active", "only a blocked subscriber can be unblocked"));
+            return Err(reject(
+                "subscriber.not_active",
+                "only a blocked subscriber can be unblocked",
+            ));
         }
         s.state = PENDING.into();
         s.activation_hash = Some(hash.clone());
@@ -346,51 +395,56 @@ pub fn unblock(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<Activatio
 /// (cessationOfOperation); the PIN, device and code forgotten.
 pub fn disconnect(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<Vec<String>> {
     let now = app.clock.now();
-    let (revoked, keys) = app.store.write(|c| -> DomainResult<(Vec<String>, Vec<String>)> {
-        let mut s = load(c, msisdn)?;
-        if s.state == ARCHIVED {
-            return Err(reject("subscriber.not_active", "the subscriber is already disconnected"));
-        }
-        let mut events = Vec::new();
-        let mut revoked = Vec::new();
-        let mut keys = Vec::new();
-        for cert in certs::by_owner(c, &subject(&s.id))? {
-            if let Some(k) = &cert.key_id {
-                keys.push(k.clone());
+    let (revoked, keys) = app
+        .store
+        .write(|c| -> DomainResult<(Vec<String>, Vec<String>)> {
+            let mut s = load(c, msisdn)?;
+            if s.state == ARCHIVED {
+                return Err(reject(
+                    "subscriber.not_active",
+                    "the subscriber is already disconnected",
+                ));
             }
-            if cert.status == "revoked" {
-                continue;
+            let mut events = Vec::new();
+            let mut revoked = Vec::new();
+            let mut keys = Vec::new();
+            for cert in certs::by_owner(c, &subject(&s.id))? {
+                if let Some(k) = &cert.key_id {
+                    keys.push(k.clone());
+                }
+                if cert.status == "revoked" {
+                    continue;
+                }
+                let (_, ev) = lifecycle::transition(
+                    c,
+                    actor,
+                    &cert.serial,
+                    Transition::Revoke(Reason::CessationOfOperation),
+                    now,
+                )?;
+                events.push(ev);
+                revoked.push(cert.serial);
             }
-            let (_, ev) = lifecycle::transition(
-                c,
+            s.state = ARCHIVED.into();
+            s.activation_hash = None;
+            s.activation_expires_at = None;
+            s.pin_salt = None;
+            s.pin_verifier = None;
+            s.device_spki = None;
+            s.key_id = None;
+            s.cert_serial = None;
+            s.attempts = 0;
+            s.updated_at = now.unix_timestamp();
+            subscribers::save(c, &s)?;
+            events.push(NewEvent::new(
                 actor,
-                &cert.serial,
-                Transition::Revoke(Reason::CessationOfOperation),
-                now,
-            )?;
-            events.push(ev);
-            revoked.push(cert.serial);
-        }
-        s.state = ARCHIVED.into();
-        s.activation_hash = None;
-        s.activation_expires_at = None;
-        s.pin_salt = None;
-        s.pin_verifier = None;
-        s.device_spki = None;
-        s.key_id = None;
-        s.cert_serial = None;
-        s.attempts = 0;
-        s.updated_at = now.unix_timestamp();
-        subscribers::save(c, &s)?;
-        events.push(NewEvent::new(
-            actor,
-            "subscriber.disconnected",
-            Some(subject(&s.id)),
-            json!({ "certificates_revoked": revoked }),
-        ));
-        audit::append_all(c, now, events)?;
-        Ok((revoked, keys))
-    })?;
+                "subscriber.disconnected",
+                Some(subject(&s.id)),
+                json!({ "certificates_revoked": revoked }),
+            ));
+            audit::append_all(c, now, events)?;
+            Ok((revoked, keys))
+        })?;
     // The keys can never sign again; remove them from the token.
     for k in keys {
         destroy_key_best_effort(app, &k);
@@ -416,10 +470,13 @@ pub(crate) fn new_key_and_cert(
     now: OffsetDateTime,
 ) -> DomainResult<(crate::hsm::GeneratedKey, CertInfo)> {
     let key = app.hsm.generate_ec_p256("tmcs:subscriber", EcUsage::Sign)?;
-    match app
-        .pki
-        .issue("subscriber", &s.pseudonym, vec![], &EcPublicKey(key.point.clone()), now)
-    {
+    match app.pki.issue(
+        "subscriber",
+        &s.pseudonym,
+        vec![],
+        &EcPublicKey(key.point.clone()),
+        now,
+    ) {
         Ok(cert) => Ok((key, cert)),
         Err(e) => {
             let _ = app.hsm.destroy_key(&key.id);
@@ -473,24 +530,43 @@ pub fn renew(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<Renewed> {
     let now = app.clock.now();
     let s = app.store.read(|c| load(c, msisdn))?;
     if s.state != ACTIVE {
-        return Err(reject("subscriber.not_active", "only an active subscriber can be renewed"));
+        return Err(reject(
+            "subscriber.not_active",
+            "only an active subscriber can be renewed",
+        ));
     }
     let (key, cert) = new_key_and_cert(app, &s, now)?;
     let result = app.store.write(|c| -> DomainResult<Option<String>> {
         let mut cur = load(c, msisdn)?;
         if cur.state != ACTIVE || cur.cert_serial != s.cert_serial {
-            return Err(reject("subscriber.not_active", "the subscriber changed meanwhile; try again"));
+            return Err(reject(
+                "subscriber.not_active",
+                "the subscriber changed meanwhile; try again",
+            ));
         }
         let mut events = issuance_events(actor, &cur, &key, &cert);
         certs::insert(
             c,
-            &cert.to_row("issuing", "subscriber", Some(&subject(&cur.id)), Some(&key.id.to_hex()), "active", now),
+            &cert.to_row(
+                "issuing",
+                "subscriber",
+                Some(&subject(&cur.id)),
+                Some(&key.id.to_hex()),
+                "active",
+                now,
+            ),
         )?;
         let old_key = cur.key_id.clone();
         if let Some(old) = &cur.cert_serial {
             let old_row = certs::get(c, old)?;
             if old_row.as_ref().is_some_and(|r| r.status != "revoked") {
-                let (_, ev) = lifecycle::transition(c, actor, old, Transition::Revoke(Reason::Superseded), now)?;
+                let (_, ev) = lifecycle::transition(
+                    c,
+                    actor,
+                    old,
+                    Transition::Revoke(Reason::Superseded),
+                    now,
+                )?;
                 events.push(ev);
             }
             diesel_superseded_by(c, old, &cert.serial_hex)?;
@@ -547,13 +623,25 @@ pub fn signing_key(
     match s.state.as_str() {
         ACTIVE => {}
         BLOCKED => return Err(reject("subscriber.blocked", "the subscriber is blocked")),
-        _ => return Err(reject("subscriber.not_active", "the subscriber is not active")),
+        _ => {
+            return Err(reject(
+                "subscriber.not_active",
+                "the subscriber is not active",
+            ))
+        }
     }
     let (Some(key), Some(serial)) = (&s.key_id, &s.cert_serial) else {
-        return Err(reject("subscriber.not_active", "the subscriber has no signing key"));
+        return Err(reject(
+            "subscriber.not_active",
+            "the subscriber has no signing key",
+        ));
     };
-    let cert = certs::get(conn, serial)?
-        .ok_or_else(|| reject("certificate.not_found", "the subscriber's certificate is missing"))?;
+    let cert = certs::get(conn, serial)?.ok_or_else(|| {
+        reject(
+            "certificate.not_found",
+            "the subscriber's certificate is missing",
+        )
+    })?;
     lifecycle::require_usable(&cert, now)?;
     Ok((KeyId::from_hex(key)?, cert))
 }
@@ -563,47 +651,35 @@ pub fn parse_device_key(b64: &str) -> DomainResult<Vec<u8>> {
     let der = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|_| reject("request.invalid", "device_public_key is not base64"))?;
-    let key = openssl::pkey::PKey::public_key_from_der(&der)
-        .map_err(|_| reject("request.invalid", "device_public_key is not a SubjectPublicKeyInfo"))?;
+    let key = openssl::pkey::PKey::public_key_from_der(&der).map_err(|_| {
+        reject(
+            "request.invalid",
+            "device_public_key is not a SubjectPublicKeyInfo",
+        )
+    })?;
     let ok = key
         .ec_key()
         .ok()
         .and_then(|k| k.group().curve_name())
         .is_some_and(|n| n == openssl::nid::Nid::X9_62_PRIME256V1);
     if !ok {
-        return Err(reject("request.invalid", "device_public_key must be EC P-256"));
+        return Err(reject(
+            "request.invalid",
+            "device_public_key must be EC P-256",
+        ));
     }
     Ok(der)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn msisdns() {
-        assert!(valid_msisdn("+4915112345678"));
-        assert!(valid_msisdn("+12345678"));
-        assert!(!valid_msisdn("4915112345678"));
-        assert!(!valid_msisdn("+0123456789"));
-        assert!(!valid_msisdn("+1234567"));
-        assert!(!valid_msisdn("+1234567890123456"));
-        assert_eq!(mask_msisdn("+4915112345678"), "+491511****678");
-        assert!(!mask_msisdn("+4915112345678").contains("12345678"));
-    }
-
-    #[test]
-    fn digits_are_digits() {
-        let d = random_digits(12).unwrap();
-        assert_eq!(d.len(), 12);
-        assert!(d.bytes().all(|b| b.is_ascii_digit()));
-    }
 }
 
 /// `POST /v1/handset/pin`: change the PIN (old and new PIN blocks; the
 /// device signature was checked by the caller). The old PIN goes through
 /// the shared try counter.
-pub fn change_pin(app: &App, subscriber_id: &str, old_block: &str, new_block: &str) -> DomainResult<()> {
+pub fn change_pin(
+    app: &App,
+    subscriber_id: &str,
+    old_block: &str,
+    new_block: &str,
+) -> DomainResult<()> {
     let now = app.clock.now();
     let s = app
         .store
@@ -613,9 +689,19 @@ pub fn change_pin(app: &App, subscriber_id: &str, old_block: &str, new_block: &s
         return Err(reject("pin.blocked", "the PIN is blocked"));
     }
     if s.state != ACTIVE {
-        return Err(reject("subscriber.not_active", "the subscriber is not active"));
+        return Err(reject(
+            "subscriber.not_active",
+            "the subscriber is not active",
+        ));
     }
-    let open = |b: &str| pinblock::open(&app.hsm, &app.pki.keys.transport, &app.pki.transport.point, b);
+    let open = |b: &str| {
+        pinblock::open(
+            &app.hsm,
+            &app.pki.keys.transport,
+            &app.pki.transport.point,
+            b,
+        )
+    };
     let old_pin = pin::parse_pin_change(&open(old_block)?, "pin-old", &s.msisdn)?;
     let new_pin = pin::parse_pin_change(&open(new_block)?, "pin-new", &s.msisdn)?;
     app.pins.check_rules(&new_pin)?;
@@ -637,7 +723,7 @@ pub fn change_pin(app: &App, subscriber_id: &str, old_block: &str, new_block: &s
             ACTIVE,
             max,
             &candidate,
-            |c| Ok(stored_verifier(c, &s.id)?),
+            |c| stored_verifier(c, &s.id),
             now.unix_timestamp(),
         )?;
         match check {
@@ -648,10 +734,18 @@ pub fn change_pin(app: &App, subscriber_id: &str, old_block: &str, new_block: &s
                 cur.pin_verifier = Some(hex::encode(new_verifier));
                 cur.updated_at = now.unix_timestamp();
                 subscribers::save(c, &cur)?;
-                audit::append(c, now, NewEvent::new(&actor, "pin.changed", Some(subject(&s.id)), json!({})))?;
+                audit::append(
+                    c,
+                    now,
+                    NewEvent::new(&actor, "pin.changed", Some(subject(&s.id)), json!({})),
+                )?;
             }
             pin::Check::Wrong { left } => {
-                audit::append_all(c, now, pin_failure_events(&actor, &s.id, left, max, "pin_change"))?;
+                audit::append_all(
+                    c,
+                    now,
+                    pin_failure_events(&actor, &s.id, left, max, "pin_change"),
+                )?;
             }
             pin::Check::Blocked => {}
         }
@@ -668,7 +762,13 @@ pub(crate) fn stored_verifier(c: &mut DbConn, id: &str) -> DomainResult<Option<V
 }
 
 /// `pin.failed`, plus `pin.blocked` and `subscriber.blocked` on the last try.
-pub(crate) fn pin_failure_events(actor: &Actor, id: &str, left: u32, max: u32, during: &str) -> Vec<NewEvent> {
+pub(crate) fn pin_failure_events(
+    actor: &Actor,
+    id: &str,
+    left: u32,
+    max: u32,
+    during: &str,
+) -> Vec<NewEvent> {
     let mut events = vec![NewEvent::new(
         actor,
         "pin.failed",
@@ -701,6 +801,32 @@ pub(crate) fn pin_outcome(check: pin::Check) -> DomainResult<()> {
             format!("wrong PIN; {left} attempts left"),
             left,
         )),
-        pin::Check::Wrong { .. } | pin::Check::Blocked => Err(reject("pin.blocked", "the PIN is blocked")),
+        pin::Check::Wrong { .. } | pin::Check::Blocked => {
+            Err(reject("pin.blocked", "the PIN is blocked"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msisdns() {
+        assert!(valid_msisdn("+4915112345678"));
+        assert!(valid_msisdn("+12345678"));
+        assert!(!valid_msisdn("4915112345678"));
+        assert!(!valid_msisdn("+0123456789"));
+        assert!(!valid_msisdn("+1234567"));
+        assert!(!valid_msisdn("+1234567890123456"));
+        assert_eq!(mask_msisdn("+4915112345678"), "+491511****678");
+        assert!(!mask_msisdn("+4915112345678").contains("12345678"));
+    }
+
+    #[test]
+    fn digits_are_digits() {
+        let d = random_digits(12).unwrap();
+        assert_eq!(d.len(), 12);
+        assert!(d.bytes().all(|b| b.is_ascii_digit()));
     }
 }

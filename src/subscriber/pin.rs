@@ -102,7 +102,10 @@ impl PinHasher {
 
     /// PIN rules: digits only, within the configured length, not trivial.
     pub fn check_rules(&self, pin: &str) -> DomainResult<()> {
-        if pin.len() < self.min_len || pin.len() > self.max_len || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        if pin.len() < self.min_len
+            || pin.len() > self.max_len
+            || !pin.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(reject(
                 "pin.invalid",
                 format!("a PIN is {}-{} digits", self.min_len, self.max_len),
@@ -121,7 +124,10 @@ impl PinHasher {
 /// Repeated digits (0000), straight runs up or down (1234, 9876, 7890),
 /// repeated pairs (1212) and a few well-known picks.
 pub fn is_trivial(pin: &str) -> bool {
-    let d: Vec<i16> = pin.bytes().map(|b| i16::from(b) - i16::from(b'0')).collect();
+    let d: Vec<i16> = pin
+        .bytes()
+        .map(|b| i16::from(b) - i16::from(b'0'))
+        .collect();
     if d.len() < 2 {
         return true;
     }
@@ -133,7 +139,18 @@ pub fn is_trivial(pin: &str) -> bool {
     if d.len() >= 4 && d.len() % 2 == 0 && d.chunks(2).all(|c| c == &d[..2]) {
         return true;
     }
-    const COMMON: &[&str] = &["1004", "2000", "6969", "1122", "112233", "121212", "123123", "159753", "147258369", "0852"];
+    const COMMON: &[&str] = &[
+        "1004",
+        "2000",
+        "6969",
+        "1122",
+        "112233",
+        "121212",
+        "123123",
+        "159753",
+        "147258369",
+        "0852",
+    ];
     COMMON.contains(&pin)
 }
 
@@ -147,7 +164,9 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 pub enum Check {
     Correct,
     /// Wrong; this many attempts remain (0 means now blocked).
-    Wrong { left: u32 },
+    Wrong {
+        left: u32,
+    },
     /// Blocked before this attempt: the guess was not compared.
     Blocked,
 }
@@ -208,13 +227,31 @@ pub fn check_in_tx(
     })
 }
 
+/// `v1|pin-old|<msisdn>|<PIN>` and `v1|pin-new|<msisdn>|<PIN>` (PIN change,
+/// an additive extension of CONTRACT §7).
+pub fn parse_pin_change(plain: &str, which: &str, msisdn: &str) -> DomainResult<Zeroizing<String>> {
+    let f: Vec<&str> = plain.split('|').collect();
+    match f.as_slice() {
+        ["v1", w, m, pin] if *w == which && *m == msisdn && !pin.is_empty() => {
+            Ok(Zeroizing::new((*pin).to_string()))
+        }
+        _ => Err(reject(
+            "pinblock.invalid",
+            format!("not a {which} PIN block for this subscriber"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn trivial_pins() {
-        for p in ["0000", "1111", "1234", "4321", "123456", "987654", "7890", "8901", "1212", "4545", "121212", "1004"] {
+        for p in [
+            "0000", "1111", "1234", "4321", "123456", "987654", "7890", "8901", "1212", "4545",
+            "121212", "1004",
+        ] {
             assert!(is_trivial(p), "{p} should be trivial");
         }
         for p in ["4826", "483920", "1357", "2580", "918273", "1243"] {
@@ -227,13 +264,32 @@ mod tests {
         let cfg = crate::config::PinSection::default();
         let h = PinHasher::new(&cfg, KeyId::random().unwrap()).unwrap();
         assert!(h.check_rules("4826").is_ok());
-        assert_eq!(h.check_rules("123").unwrap_err().code(), Some("pin.invalid"));
-        assert_eq!(h.check_rules("48a6").unwrap_err().code(), Some("pin.invalid"));
-        assert_eq!(h.check_rules("4826482648264").unwrap_err().code(), Some("pin.invalid"));
-        assert_eq!(h.check_rules("0000").unwrap_err().code(), Some("pin.trivial"));
-        assert_eq!(h.check_rules("1234").unwrap_err().code(), Some("pin.trivial"));
+        assert_eq!(
+            h.check_rules("123").unwrap_err().code(),
+            Some("pin.invalid")
+        );
+        assert_eq!(
+            h.check_rules("48a6").unwrap_err().code(),
+            Some("pin.invalid")
+        );
+        assert_eq!(
+            h.check_rules("4826482648264").unwrap_err().code(),
+            Some("pin.invalid")
+        );
+        assert_eq!(
+            h.check_rules("0000").unwrap_err().code(),
+            Some("pin.trivial")
+        );
+        assert_eq!(
+            h.check_rules("1234").unwrap_err().code(),
+            Some("pin.trivial")
+        );
         // Errors never echo the PIN.
-        assert!(!h.check_rules("1234").unwrap_err().to_string().contains("1234"));
+        assert!(!h
+            .check_rules("1234")
+            .unwrap_err()
+            .to_string()
+            .contains("1234"));
     }
 
     #[test]
@@ -264,15 +320,5 @@ mod tests {
             t.join().unwrap();
         }
         assert!(peak.load(Ordering::SeqCst) <= 2);
-    }
-}
-
-/// `v1|pin-old|<msisdn>|<PIN>` and `v1|pin-new|<msisdn>|<PIN>` (PIN change,
-/// an additive extension of CONTRACT §7).
-pub fn parse_pin_change(plain: &str, which: &str, msisdn: &str) -> DomainResult<Zeroizing<String>> {
-    let f: Vec<&str> = plain.split('|').collect();
-    match f.as_slice() {
-        ["v1", w, m, pin] if *w == which && *m == msisdn && !pin.is_empty() => Ok(Zeroizing::new((*pin).to_string())),
-        _ => Err(reject("pinblock.invalid", format!("not a {which} PIN block for this subscriber"))),
     }
 }

@@ -20,7 +20,11 @@ const TAG_LEN: usize = 16;
 const MAX_BLOCK_B64: usize = 1024;
 
 /// HKDF-SHA256 (RFC 5869) for one 32-byte output block.
-fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> Result<Zeroizing<Vec<u8>>, openssl::error::ErrorStack> {
+fn hkdf_sha256(
+    ikm: &[u8],
+    salt: &[u8],
+    info: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, openssl::error::ErrorStack> {
     use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
     use openssl::sign::Signer;
@@ -73,7 +77,8 @@ pub fn open(
         decrypt_aead(Cipher::aes_256_gcm(), &k, Some(nonce), INFO, ct, tag)
             .map_err(|_| invalid("PIN block does not decrypt with the transport key"))?,
     );
-    let text = std::str::from_utf8(&plain).map_err(|_| invalid("PIN block plaintext is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(&plain).map_err(|_| invalid("PIN block plaintext is not UTF-8"))?;
     Ok(Zeroizing::new(text.to_string()))
 }
 
@@ -102,7 +107,14 @@ pub fn seal(transport_point: &[u8], plaintext: &str) -> Result<String, openssl::
     let mut nonce = [0u8; N_LEN];
     openssl::rand::rand_bytes(&mut nonce)?;
     let mut tag = [0u8; TAG_LEN];
-    let ct = encrypt_aead(Cipher::aes_256_gcm(), &k, Some(&nonce), INFO, plaintext.as_bytes(), &mut tag)?;
+    let ct = encrypt_aead(
+        Cipher::aes_256_gcm(),
+        &k,
+        Some(&nonce),
+        INFO,
+        plaintext.as_bytes(),
+        &mut tag,
+    )?;
     let mut out = e;
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
@@ -175,7 +187,10 @@ mod tests {
     #[test]
     fn plaintexts_parse_strictly() {
         let a = parse_activate("v1|activate|+4912345678|12345678|4826").unwrap();
-        assert_eq!((a.msisdn.as_str(), a.code.as_str(), a.pin.as_str()), ("+4912345678", "12345678", "4826"));
+        assert_eq!(
+            (a.msisdn.as_str(), a.code.as_str(), a.pin.as_str()),
+            ("+4912345678", "12345678", "4826")
+        );
         assert!(parse_activate("v1|activate|+49|code").is_err());
         assert!(parse_activate("v2|activate|a|b|c").is_err());
         assert!(parse_activate("v1|auth|a|b|c").is_err());

@@ -36,7 +36,11 @@ fn contract_client_self_checks() {
         .current_dir(dir())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("OK"), "{text}");
 }
@@ -60,11 +64,19 @@ async fn run_scenario(env: &Env, s: &Served, steps: &str) -> String {
         work.display().to_string(),
     ];
     let out = actix_web::rt::task::spawn_blocking(move || {
-        Command::new("python3").args(&args).current_dir(dir()).output().unwrap()
+        Command::new("python3")
+            .args(&args)
+            .current_dir(dir())
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "scenario {steps} failed:\n{text}");
     assert!(text.contains("SCENARIO OK"), "{text}");
     text
@@ -79,7 +91,13 @@ async fn contract_client_activates_a_subscriber() {
     env.init();
     let s = Served::start(&env);
     let text = run_scenario(&env, &s, "activation").await;
-    assert!(text.contains("subscriber key is NOT the device key"), "{text}");
-    assert!(text.contains("activation.not_pending") || text.contains("rejected as expected"), "{text}");
+    assert!(
+        text.contains("subscriber key is NOT the device key"),
+        "{text}"
+    );
+    assert!(
+        text.contains("activation.not_pending") || text.contains("rejected as expected"),
+        "{text}"
+    );
     s.stop().await;
 }

@@ -187,7 +187,11 @@ async fn no_secrets_in_the_database_or_the_log() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     assert!(tmcs(&data, &["init"]).status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let log_path = d.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tmcs"))
@@ -213,35 +217,83 @@ async fn no_secrets_in_the_database_or_the_log() {
         }
         actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(up, "server did not come up: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
-    let op = tmcs::client::https_client(&ca, Some((&data.join("clients/operator.crt"), &data.join("clients/operator.key")))).unwrap();
+    assert!(
+        up,
+        "server did not come up: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let op = tmcs::client::https_client(
+        &ca,
+        Some((
+            &data.join("clients/operator.crt"),
+            &data.join("clients/operator.key"),
+        )),
+    )
+    .unwrap();
     let msisdn = crate::support::random_msisdn();
-    let (st, _, b) = crate::support::post_json(&op, &format!("{base}/v1/admin/subscribers"), &serde_json::json!({"msisdn": msisdn, "display_name": "Log Test", "kyc_ref": "K"})).await;
+    let (st, _, b) = crate::support::post_json(
+        &op,
+        &format!("{base}/v1/admin/subscribers"),
+        &serde_json::json!({"msisdn": msisdn, "display_name": "Log Test", "kyc_ref": "K"}),
+    )
+    .await;
     assert_eq!(st, 201);
     let code = b["activation_code"].as_str().unwrap().to_string();
-    let transport = anon.get(format!("{base}/pki/transport.pem")).send().await.unwrap().body().await.unwrap();
+    let transport = anon
+        .get(format!("{base}/pki/transport.pem"))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
     let h = tmcs::sim::Handset::new(&msisdn, &transport).unwrap();
     // Long PINs, so that finding one by chance in hex or decimal text is negligible.
     let pin = "5819374062";
-    let wrong_code = if code.starts_with('7') { "8".repeat(code.len()) } else { "7".repeat(code.len()) };
+    let wrong_code = if code.starts_with('7') {
+        "8".repeat(code.len())
+    } else {
+        "7".repeat(code.len())
+    };
     let bad = h.activation_body(&wrong_code, pin).unwrap();
-    let (st, _, _) = crate::support::post_json(&anon, &format!("{base}/v1/handset/activate"), &bad).await;
+    let (st, _, _) =
+        crate::support::post_json(&anon, &format!("{base}/v1/handset/activate"), &bad).await;
     assert_eq!(st, 403);
     let good = h.activation_body(&code, pin).unwrap();
-    let (st, _, _) = crate::support::post_json(&anon, &format!("{base}/v1/handset/activate"), &good).await;
+    let (st, _, _) =
+        crate::support::post_json(&anon, &format!("{base}/v1/handset/activate"), &good).await;
     assert_eq!(st, 200);
     let new_pin = "6381049275";
     let change = h.pin_change_body(pin, new_pin).unwrap();
-    let hdr = h.device_header("POST", "/v1/handset/pin", unix_now()).unwrap();
-    let (st, _, _) = crate::support::json_of(anon.post(format!("{base}/v1/handset/pin")).insert_header(("authorization", hdr)).send_json(&change).await.unwrap()).await;
+    let hdr = h
+        .device_header("POST", "/v1/handset/pin", unix_now())
+        .unwrap();
+    let (st, _, _) = crate::support::json_of(
+        anon.post(format!("{base}/v1/handset/pin"))
+            .insert_header(("authorization", hdr))
+            .send_json(&change)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, 200);
 
     // Stop the server (SIGTERM) so the log is complete.
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let _ = child.wait();
     let log_text = std::fs::read_to_string(&log_path).unwrap();
-    assert!(log_text.contains("request"), "the debug log should have request lines");
-    let hsm_pin = std::fs::read_to_string(data.join("hsm.pin")).unwrap().trim().to_string();
+    assert!(
+        log_text.contains("request"),
+        "the debug log should have request lines"
+    );
+    let hsm_pin = std::fs::read_to_string(data.join("hsm.pin"))
+        .unwrap()
+        .trim()
+        .to_string();
     let mut secrets = vec![code.clone(), pin.to_string(), new_pin.to_string(), hsm_pin];
     for body in [&bad, &good] {
         secrets.push(body["pin_block"].as_str().unwrap().to_string());

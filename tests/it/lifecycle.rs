@@ -14,182 +14,431 @@ fn write(env: &Env, name: &str, content: &[u8]) -> String {
 }
 
 async fn whole_life_of_one_certificate(db: Db) {
-    let Some(env) = Env::new(db, "whole_life_of_one_certificate") else { return };
+    let Some(env) = Env::new(db, "whole_life_of_one_certificate") else {
+        return;
+    };
     env.init();
     let s = Served::start(&env);
     let op = s.as_client("operator");
     let msisdn = random_msisdn();
     let (sub_id, code) = s.register_subscriber(&msisdn).await;
-    assert!(code.len() >= 8 && code.bytes().all(|b| b.is_ascii_digit()), "{code}");
+    assert!(
+        code.len() >= 8 && code.bytes().all(|b| b.is_ascii_digit()),
+        "{code}"
+    );
     let (st, _, view) = get_json(&op, &s.url(&format!("/v1/admin/subscribers/{msisdn}"))).await;
     assert_eq!(st, 200);
     assert_eq!(view["state"], "pending_activation");
     assert_eq!(view["attempts_left"], 3);
-    assert!(!view.to_string().contains(&code), "the view must not show the code");
+    assert!(
+        !view.to_string().contains(&code),
+        "the view must not show the code"
+    );
 
     // Registering an active (or pending) subscriber again is a conflict.
-    let (st, _, b) = post_json(&op, &s.url("/v1/admin/subscribers"), &json!({"msisdn": msisdn, "display_name": "X", "kyc_ref": "K"})).await;
+    let (st, _, b) = post_json(
+        &op,
+        &s.url("/v1/admin/subscribers"),
+        &json!({"msisdn": msisdn, "display_name": "X", "kyc_ref": "K"}),
+    )
+    .await;
     assert_eq!((st, b["code"].as_str()), (409, Some("subscriber.exists")));
 
     // A wrong code: activation.bad_code with attempts left.
     let h = s.handset(&msisdn).await;
-    let wrong = if code.starts_with('9') { "1".repeat(code.len()) } else { "9".repeat(code.len()) };
-    let (st, ct, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h.activation_body(&wrong, PIN).unwrap()).await;
-    assert_eq!((st, ct.as_str(), b["code"].as_str()), (403, "application/problem+json", Some("activation.bad_code")), "{b}");
+    let wrong = if code.starts_with('9') {
+        "1".repeat(code.len())
+    } else {
+        "9".repeat(code.len())
+    };
+    let (st, ct, b) = post_json(
+        &s.anonymous(),
+        &s.url("/v1/handset/activate"),
+        &h.activation_body(&wrong, PIN).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, ct.as_str(), b["code"].as_str()),
+        (403, "application/problem+json", Some("activation.bad_code")),
+        "{b}"
+    );
     assert_eq!(b["attempts_left"], 2);
     // A trivial PIN is refused before the code is even tried.
-    let (st, _, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h.activation_body(&code, "1234").unwrap()).await;
+    let (st, _, b) = post_json(
+        &s.anonymous(),
+        &s.url("/v1/handset/activate"),
+        &h.activation_body(&code, "1234").unwrap(),
+    )
+    .await;
     assert_eq!((st, b["code"].as_str()), (400, Some("pin.trivial")));
 
     // The right code: a certificate for a server-generated key.
-    let (st, _, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h.activation_body(&code, PIN).unwrap()).await;
+    let (st, _, b) = post_json(
+        &s.anonymous(),
+        &s.url("/v1/handset/activate"),
+        &h.activation_body(&code, PIN).unwrap(),
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     let cert_pem = b["certificate"].as_str().unwrap();
     let cert_file = write(&env, "sub.pem", cert_pem.as_bytes());
     let (ok, out) = openssl(&["verify", "-CAfile", env.ca().to_str().unwrap(), &cert_file]);
     assert!(ok, "{out}");
     let (_, text) = openssl(&["x509", "-in", &cert_file, "-noout", "-text"]);
-    assert!(text.contains("Digital Signature, Non Repudiation"), "{text}");
-    assert!(text.contains("prime256v1") || text.contains("P-256"), "{text}");
-    assert!(!text.contains(&msisdn[1..]), "the subject must not expose the MSISDN: {text}");
+    assert!(
+        text.contains("Digital Signature, Non Repudiation"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prime256v1") || text.contains("P-256"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&msisdn[1..]),
+        "the subject must not expose the MSISDN: {text}"
+    );
     let cert = tmcs::pki::CertInfo::from_pem(cert_pem).unwrap();
-    let device_spki = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, h.device_spki_b64().unwrap()).unwrap();
-    assert_ne!(cert.spki_der, device_spki, "the certificate must hold the HSM key, not the device key");
+    let device_spki = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        h.device_spki_b64().unwrap(),
+    )
+    .unwrap();
+    assert_ne!(
+        cert.spki_der, device_spki,
+        "the certificate must hold the HSM key, not the device key"
+    );
     let serial1 = cert.serial_hex.clone();
 
     // The code works once.
-    let (st, _, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h.activation_body(&code, PIN).unwrap()).await;
-    assert_eq!((st, b["code"].as_str()), (409, Some("activation.not_pending")), "{b}");
+    let (st, _, b) = post_json(
+        &s.anonymous(),
+        &s.url("/v1/handset/activate"),
+        &h.activation_body(&code, PIN).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (409, Some("activation.not_pending")),
+        "{b}"
+    );
 
     // Suspend, resume, renew (old superseded), revoke the new one.
-    let cert_url = |serial: &str, verb: &str| s.url(&format!("/v1/admin/certificates/{serial}/{verb}"));
+    let cert_url =
+        |serial: &str, verb: &str| s.url(&format!("/v1/admin/certificates/{serial}/{verb}"));
     let (st, _, b) = post_json(&op, &cert_url(&serial1, "suspend"), &json!({})).await;
     assert_eq!((st, b["status"].as_str()), (200, Some("suspended")), "{b}");
     let (st, _, b) = post_json(&op, &cert_url(&serial1, "suspend"), &json!({})).await;
-    assert_eq!((st, b["code"].as_str()), (409, Some("certificate.invalid_transition")));
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (409, Some("certificate.invalid_transition"))
+    );
     let (st, _, b) = post_json(&op, &cert_url(&serial1, "resume"), &json!({})).await;
     assert_eq!((st, b["status"].as_str()), (200, Some("active")), "{b}");
-    let (st, _, b) = post_json(&op, &s.url(&format!("/v1/admin/subscribers/{msisdn}/renew")), &json!({})).await;
+    let (st, _, b) = post_json(
+        &op,
+        &s.url(&format!("/v1/admin/subscribers/{msisdn}/renew")),
+        &json!({}),
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     let serial2 = b["serial"].as_str().unwrap().to_string();
     assert_eq!(b["previous_serial"].as_str(), Some(serial1.as_str()));
     let new_cert = tmcs::pki::CertInfo::from_pem(b["certificate"].as_str().unwrap()).unwrap();
-    assert_ne!(new_cert.spki_der, cert.spki_der, "renewal must use a new key");
+    assert_ne!(
+        new_cert.spki_der, cert.spki_der,
+        "renewal must use a new key"
+    );
     assert_ne!(serial2, serial1);
-    let (st, _, b) = post_json(&op, &cert_url(&serial2, "revoke"), &json!({"reason": "keyCompromise"})).await;
-    assert_eq!((st, b["revocation_reason"].as_str()), (200, Some("keyCompromise")), "{b}");
+    let (st, _, b) = post_json(
+        &op,
+        &cert_url(&serial2, "revoke"),
+        &json!({"reason": "keyCompromise"}),
+    )
+    .await;
+    assert_eq!(
+        (st, b["revocation_reason"].as_str()),
+        (200, Some("keyCompromise")),
+        "{b}"
+    );
     let (st, _, b) = post_json(&op, &cert_url(&serial2, "resume"), &json!({})).await;
     assert_eq!((st, b["code"].as_str()), (409, Some("certificate.revoked")));
-    let (st, _, b) = post_json(&op, &cert_url(&serial2, "revoke"), &json!({"reason": "notAReason"})).await;
+    let (st, _, b) = post_json(
+        &op,
+        &cert_url(&serial2, "revoke"),
+        &json!({"reason": "notAReason"}),
+    )
+    .await;
     assert_eq!((st, b["code"].as_str()), (400, Some("request.invalid")));
     let (_, _, view) = get_json(&op, &s.url(&format!("/v1/admin/subscribers/{msisdn}"))).await;
     let certs = view["certificates"].as_array().unwrap();
-    let find = |serial: &str| certs.iter().find(|c| c["serial"] == serial).unwrap().clone();
+    let find = |serial: &str| {
+        certs
+            .iter()
+            .find(|c| c["serial"] == serial)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(find(&serial1)["revocation_reason"], "superseded");
     assert_eq!(find(&serial2)["revocation_reason"], "keyCompromise");
     assert_eq!(find(&serial2)["current"], true);
 
     // The auditor can replay both certificates' lives; checkpoints verify.
     let aud = s.as_client("auditor");
-    let (st, _, b) = get_json(&aud, &s.url(&format!("/v1/audit/events?subject={serial1}&limit=100"))).await;
+    let (st, _, b) = get_json(
+        &aud,
+        &s.url(&format!("/v1/audit/events?subject={serial1}&limit=100")),
+    )
+    .await;
     assert_eq!(st, 200);
-    let actions: Vec<String> = b["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
-    for a in ["cert.key_generated", "cert.issued", "cert.activated", "cert.suspended", "cert.resumed", "cert.revoked", "cert.renewed"] {
-        assert!(actions.iter().any(|x| x == a), "{a} missing for the first certificate: {actions:?}");
+    let actions: Vec<String> = b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
+    for a in [
+        "cert.key_generated",
+        "cert.issued",
+        "cert.activated",
+        "cert.suspended",
+        "cert.resumed",
+        "cert.revoked",
+        "cert.renewed",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing for the first certificate: {actions:?}"
+        );
     }
     let (_, _, b) = get_json(&aud, &s.url(&format!("/v1/audit/events?subject={serial2}"))).await;
-    let actions: Vec<&str> = b["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, vec!["cert.key_generated", "cert.issued", "cert.activated", "cert.revoked"]);
-    let (_, _, b) = get_json(&aud, &s.url(&format!("/v1/audit/events?subject=subscriber:{sub_id}"))).await;
-    let actions: Vec<&str> = b["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, vec!["subscriber.registered", "subscriber.activation_failed", "subscriber.activated", "pin.set"]);
-    let all = serde_json::to_string(&get_json(&aud, &s.url("/v1/audit/events?limit=1000")).await.2).unwrap();
-    assert!(!all.contains(&code) && !all.contains(PIN), "audit details must not hold the code or the PIN");
+    let actions: Vec<&str> = b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "cert.key_generated",
+            "cert.issued",
+            "cert.activated",
+            "cert.revoked"
+        ]
+    );
+    let (_, _, b) = get_json(
+        &aud,
+        &s.url(&format!("/v1/audit/events?subject=subscriber:{sub_id}")),
+    )
+    .await;
+    let actions: Vec<&str> = b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "subscriber.registered",
+            "subscriber.activation_failed",
+            "subscriber.activated",
+            "pin.set"
+        ]
+    );
+    let all = serde_json::to_string(
+        &get_json(&aud, &s.url("/v1/audit/events?limit=1000"))
+            .await
+            .2,
+    )
+    .unwrap();
+    assert!(
+        !all.contains(&code) && !all.contains(PIN),
+        "audit details must not hold the code or the PIN"
+    );
 
-    let cp = tmcs::audit::make_checkpoint(&s.app.store, &s.app.hsm, &s.app.pki.keys.audit, env.now()).unwrap().unwrap();
+    let cp =
+        tmcs::audit::make_checkpoint(&s.app.store, &s.app.hsm, &s.app.pki.keys.audit, env.now())
+            .unwrap()
+            .unwrap();
     let (_, _, b) = get_json(&aud, &s.url("/v1/audit/checkpoints")).await;
-    let served: Vec<tmcs::audit::Checkpoint> = serde_json::from_value(b["checkpoints"].clone()).unwrap();
+    let served: Vec<tmcs::audit::Checkpoint> =
+        serde_json::from_value(b["checkpoints"].clone()).unwrap();
     assert_eq!(served.last().unwrap(), &cp);
-    let mut res = s.anonymous().get(s.url("/pki/audit.pem")).send().await.unwrap();
+    let mut res = s
+        .anonymous()
+        .get(s.url("/pki/audit.pem"))
+        .send()
+        .await
+        .unwrap();
     let audit_pem = res.body().await.unwrap();
-    let key = openssl::x509::X509::from_pem(&audit_pem).unwrap().public_key().unwrap();
-    assert!(served.iter().all(|c| tmcs::audit::verify_checkpoint_sig(c, &key)));
+    let key = openssl::x509::X509::from_pem(&audit_pem)
+        .unwrap()
+        .public_key()
+        .unwrap();
+    assert!(served
+        .iter()
+        .all(|c| tmcs::audit::verify_checkpoint_sig(c, &key)));
     assert!(tmcs::audit::verify_store(&s.app.store, &key).is_ok());
 
     // The auditor may not write anything.
     for (path, body) in [
-        ("/v1/admin/subscribers".to_string(), json!({"msisdn": random_msisdn(), "display_name": "x", "kyc_ref": "y"})),
-        (format!("/v1/admin/certificates/{serial2}/suspend"), json!({})),
+        (
+            "/v1/admin/subscribers".to_string(),
+            json!({"msisdn": random_msisdn(), "display_name": "x", "kyc_ref": "y"}),
+        ),
+        (
+            format!("/v1/admin/certificates/{serial2}/suspend"),
+            json!({}),
+        ),
         (format!("/v1/admin/subscribers/{msisdn}/block"), json!({})),
-        ("/v1/admin/parties".to_string(), json!({"party_id": "a@merchant.b", "kind": "merchant", "csr": "x"})),
+        (
+            "/v1/admin/parties".to_string(),
+            json!({"party_id": "a@merchant.b", "kind": "merchant", "csr": "x"}),
+        ),
     ] {
         let (st, _, b) = post_json(&aud, &s.url(&path), &body).await;
-        assert_eq!((st, b["code"].as_str()), (403, Some("auth.forbidden")), "{path}");
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (403, Some("auth.forbidden")),
+            "{path}"
+        );
     }
     s.stop().await;
 }
 on_both_backends_async!(whole_life, whole_life_of_one_certificate);
 
 async fn attempt_limit_blocks_and_unblock_restarts(db: Db) {
-    let Some(env) = Env::new(db, "attempt_limit_blocks") else { return };
+    let Some(env) = Env::new(db, "attempt_limit_blocks") else {
+        return;
+    };
     env.init();
     let s = Served::start(&env);
     let op = s.as_client("operator");
     let msisdn = random_msisdn();
     let (_, code) = s.register_subscriber(&msisdn).await;
     let h = s.handset(&msisdn).await;
-    let wrong = if code.starts_with('9') { "1".repeat(code.len()) } else { "9".repeat(code.len()) };
+    let wrong = if code.starts_with('9') {
+        "1".repeat(code.len())
+    } else {
+        "9".repeat(code.len())
+    };
     for left in [2, 1, 0] {
-        let (st, _, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h.activation_body(&wrong, PIN).unwrap()).await;
-        assert_eq!((st, b["code"].as_str(), b["attempts_left"].as_u64()), (403, Some("activation.bad_code"), Some(left)), "{b}");
+        let (st, _, b) = post_json(
+            &s.anonymous(),
+            &s.url("/v1/handset/activate"),
+            &h.activation_body(&wrong, PIN).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (st, b["code"].as_str(), b["attempts_left"].as_u64()),
+            (403, Some("activation.bad_code"), Some(left)),
+            "{b}"
+        );
     }
     // Even the right code is refused now.
-    let (st, _, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h.activation_body(&code, PIN).unwrap()).await;
-    assert_eq!((st, b["code"].as_str()), (403, Some("subscriber.blocked")), "{b}");
+    let (st, _, b) = post_json(
+        &s.anonymous(),
+        &s.url("/v1/handset/activate"),
+        &h.activation_body(&code, PIN).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (403, Some("subscriber.blocked")),
+        "{b}"
+    );
     let (_, _, view) = get_json(&op, &s.url(&format!("/v1/admin/subscribers/{msisdn}"))).await;
     assert_eq!(view["state"], "blocked");
     // Unblock: a new code; the old one is dead, the new one works.
-    let (st, _, b) = post_json(&op, &s.url(&format!("/v1/admin/subscribers/{msisdn}/unblock")), &json!({})).await;
+    let (st, _, b) = post_json(
+        &op,
+        &s.url(&format!("/v1/admin/subscribers/{msisdn}/unblock")),
+        &json!({}),
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     let code2 = b["activation_code"].as_str().unwrap().to_string();
     assert_ne!(code2, code);
-    let (st, _, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h.activation_body(&code, PIN).unwrap()).await;
-    assert_eq!((st, b["code"].as_str()), (403, Some("activation.bad_code")), "{b}");
-    let (st, _, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h.activation_body(&code2, PIN).unwrap()).await;
+    let (st, _, b) = post_json(
+        &s.anonymous(),
+        &s.url("/v1/handset/activate"),
+        &h.activation_body(&code, PIN).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (403, Some("activation.bad_code")),
+        "{b}"
+    );
+    let (st, _, b) = post_json(
+        &s.anonymous(),
+        &s.url("/v1/handset/activate"),
+        &h.activation_body(&code2, PIN).unwrap(),
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     s.stop().await;
 }
-on_both_backends_async!(activation_attempt_limit, attempt_limit_blocks_and_unblock_restarts);
+on_both_backends_async!(
+    activation_attempt_limit,
+    attempt_limit_blocks_and_unblock_restarts
+);
 
 async fn disconnect_then_register_again(db: Db) {
-    let Some(env) = Env::new(db, "disconnect_then_register_again") else { return };
+    let Some(env) = Env::new(db, "disconnect_then_register_again") else {
+        return;
+    };
     env.init();
     let s = Served::start(&env);
     let op = s.as_client("operator");
     let msisdn = random_msisdn();
     let (_h, cert_pem) = s.active_subscriber(&msisdn, PIN).await;
     let serial = tmcs::pki::CertInfo::from_pem(&cert_pem).unwrap().serial_hex;
-    let (st, _, b) = post_json(&op, &s.url(&format!("/v1/admin/subscribers/{msisdn}/disconnect")), &json!({})).await;
+    let (st, _, b) = post_json(
+        &op,
+        &s.url(&format!("/v1/admin/subscribers/{msisdn}/disconnect")),
+        &json!({}),
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["revoked_certificates"], json!([serial]));
     let (_, _, view) = get_json(&op, &s.url(&format!("/v1/admin/subscribers/{msisdn}"))).await;
     assert_eq!(view["state"], "archived");
-    assert_eq!(view["certificates"][0]["revocation_reason"], "cessationOfOperation");
-    let (st, _, b) = post_json(&op, &s.url("/v1/admin/subscribers"), &json!({"msisdn": msisdn, "display_name": "Back", "kyc_ref": "K2"})).await;
+    assert_eq!(
+        view["certificates"][0]["revocation_reason"],
+        "cessationOfOperation"
+    );
+    let (st, _, b) = post_json(
+        &op,
+        &s.url("/v1/admin/subscribers"),
+        &json!({"msisdn": msisdn, "display_name": "Back", "kyc_ref": "K2"}),
+    )
+    .await;
     assert_eq!(st, 201, "{b}");
     assert_eq!(b["reactivated"], true);
     let code = b["activation_code"].as_str().unwrap();
     let h2 = s.handset(&msisdn).await;
-    let (st, _, b) = post_json(&s.anonymous(), &s.url("/v1/handset/activate"), &h2.activation_body(code, "739184").unwrap()).await;
+    let (st, _, b) = post_json(
+        &s.anonymous(),
+        &s.url("/v1/handset/activate"),
+        &h2.activation_body(code, "739184").unwrap(),
+    )
+    .await;
     assert_eq!(st, 200, "{b}");
     let again = tmcs::pki::CertInfo::from_pem(b["certificate"].as_str().unwrap()).unwrap();
-    assert_ne!(again.serial_hex, serial, "a disconnected subscriber comes back with a new certificate");
+    assert_ne!(
+        again.serial_hex, serial,
+        "a disconnected subscriber comes back with a new certificate"
+    );
     s.stop().await;
 }
 on_both_backends_async!(disconnect_and_reregister, disconnect_then_register_again);
 
 async fn pin_change_and_wrong_pins(db: Db) {
-    let Some(env) = Env::new(db, "pin_change_and_wrong_pins") else { return };
+    let Some(env) = Env::new(db, "pin_change_and_wrong_pins") else {
+        return;
+    };
     env.init();
     let s = Served::start(&env);
     let msisdn = random_msisdn();
@@ -197,22 +446,44 @@ async fn pin_change_and_wrong_pins(db: Db) {
     let anon = s.anonymous();
     let change = |old: &'static str, new: &'static str| {
         let body = h.pin_change_body(old, new).unwrap();
-        let hdr = h.device_header("POST", "/v1/handset/pin", env.now().unix_timestamp()).unwrap();
-        let req = anon.post(s.url("/v1/handset/pin")).insert_header(("authorization", hdr));
+        let hdr = h
+            .device_header("POST", "/v1/handset/pin", env.now().unix_timestamp())
+            .unwrap();
+        let req = anon
+            .post(s.url("/v1/handset/pin"))
+            .insert_header(("authorization", hdr));
         async move { crate::support::json_of(req.send_json(&body).await.unwrap()).await }
     };
     // Without a device signature: refused.
-    let (st, _, b) = post_json(&anon, &s.url("/v1/handset/pin"), &h.pin_change_body(PIN, "917364").unwrap()).await;
-    assert_eq!((st, b["code"].as_str()), (401, Some("auth.device_signature")));
+    let (st, _, b) = post_json(
+        &anon,
+        &s.url("/v1/handset/pin"),
+        &h.pin_change_body(PIN, "917364").unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (401, Some("auth.device_signature"))
+    );
     // A stale device timestamp: refused.
-    let stale = h.device_header("POST", "/v1/handset/pin", env.now().unix_timestamp() - 3600).unwrap();
+    let stale = h
+        .device_header("POST", "/v1/handset/pin", env.now().unix_timestamp() - 3600)
+        .unwrap();
     let (st, _, _) = crate::support::json_of(
-        anon.post(s.url("/v1/handset/pin")).insert_header(("authorization", stale)).send_json(&h.pin_change_body(PIN, "917364").unwrap()).await.unwrap(),
+        anon.post(s.url("/v1/handset/pin"))
+            .insert_header(("authorization", stale))
+            .send_json(&h.pin_change_body(PIN, "917364").unwrap())
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(st, 401);
     let (st, _, b) = change("111999", "917364").await;
-    assert_eq!((st, b["code"].as_str(), b["attempts_left"].as_u64()), (403, Some("pin.wrong"), Some(2)), "{b}");
+    assert_eq!(
+        (st, b["code"].as_str(), b["attempts_left"].as_u64()),
+        (403, Some("pin.wrong"), Some(2)),
+        "{b}"
+    );
     let (st, _, b) = change(PIN, "1111").await;
     assert_eq!((st, b["code"].as_str()), (400, Some("pin.trivial")));
     let (st, _, b) = change(PIN, "917364").await;
@@ -227,7 +498,9 @@ on_both_backends_async!(pin_change, pin_change_and_wrong_pins);
 /// Many wrong PINs at once (several tmcs nodes would look the same to the
 /// database) never get more than `max_attempts` comparisons.
 async fn concurrent_wrong_pins_respect_the_limit(db: Db) {
-    let Some(env) = Env::new(db, "concurrent_wrong_pins") else { return };
+    let Some(env) = Env::new(db, "concurrent_wrong_pins") else {
+        return;
+    };
     env.init();
     let s = Served::start(&env);
     let msisdn = random_msisdn();
@@ -242,30 +515,74 @@ async fn concurrent_wrong_pins_respect_the_limit(db: Db) {
         futs.push(async move {
             let body = h.pin_change_body(&format!("90{i:04}"), "917364").unwrap();
             let hdr = h.device_header("POST", "/v1/handset/pin", now).unwrap();
-            crate::support::json_of(client.post(url).insert_header(("authorization", hdr)).send_json(&body).await.unwrap()).await
+            crate::support::json_of(
+                client
+                    .post(url)
+                    .insert_header(("authorization", hdr))
+                    .send_json(&body)
+                    .await
+                    .unwrap(),
+            )
+            .await
         });
     }
     let results = futures_util::future::join_all(futs).await;
-    let wrong = results.iter().filter(|r| r.2["code"] == "pin.wrong").count();
-    let blocked = results.iter().filter(|r| r.2["code"] == "pin.blocked").count();
+    let wrong = results
+        .iter()
+        .filter(|r| r.2["code"] == "pin.wrong")
+        .count();
+    let blocked = results
+        .iter()
+        .filter(|r| r.2["code"] == "pin.blocked")
+        .count();
     assert_eq!(wrong + blocked, 12, "{results:?}");
-    assert_eq!(wrong, 2, "exactly max_attempts-1 answers may say 'wrong' with attempts left");
+    assert_eq!(
+        wrong, 2,
+        "exactly max_attempts-1 answers may say 'wrong' with attempts left"
+    );
     let failed = s
         .app
         .store
-        .read(|c| tmcs::store::audit_rows::list(c, &tmcs::store::audit_rows::EventFilter { action: Some("pin.failed".into()), limit: 100, ..Default::default() }))
+        .read(|c| {
+            tmcs::store::audit_rows::list(
+                c,
+                &tmcs::store::audit_rows::EventFilter {
+                    action: Some("pin.failed".into()),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+        })
         .unwrap();
-    assert_eq!(failed.len(), 3, "exactly max_attempts comparisons may happen");
-    let (_, _, view) = get_json(&s.as_client("operator"), &s.url(&format!("/v1/admin/subscribers/{msisdn}"))).await;
+    assert_eq!(
+        failed.len(),
+        3,
+        "exactly max_attempts comparisons may happen"
+    );
+    let (_, _, view) = get_json(
+        &s.as_client("operator"),
+        &s.url(&format!("/v1/admin/subscribers/{msisdn}")),
+    )
+    .await;
     assert_eq!(view["state"], "blocked");
     assert_eq!(view["attempts_left"], 0);
     // The right PIN is refused now.
-    let hdr = h.device_header("POST", "/v1/handset/pin", env.now().unix_timestamp()).unwrap();
+    let hdr = h
+        .device_header("POST", "/v1/handset/pin", env.now().unix_timestamp())
+        .unwrap();
     let (st, _, b) = crate::support::json_of(
-        s.anonymous().post(s.url("/v1/handset/pin")).insert_header(("authorization", hdr)).send_json(&h.pin_change_body(PIN, "917364").unwrap()).await.unwrap(),
+        s.anonymous()
+            .post(s.url("/v1/handset/pin"))
+            .insert_header(("authorization", hdr))
+            .send_json(&h.pin_change_body(PIN, "917364").unwrap())
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!((st, b["code"].as_str()), (403, Some("pin.blocked")));
     s.stop().await;
 }
-on_both_backends_async!(concurrent_wrong_pins, concurrent_wrong_pins_respect_the_limit);
+on_both_backends_async!(
+    concurrent_wrong_pins,
+    concurrent_wrong_pins_respect_the_limit
+);

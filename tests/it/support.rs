@@ -258,7 +258,11 @@ macro_rules! on_both_backends_async {
 }
 
 /// POST a JSON body; returns (status, content-type, JSON).
-pub async fn post_json(c: &awc::Client, url: &str, body: &serde_json::Value) -> (u16, String, serde_json::Value) {
+pub async fn post_json(
+    c: &awc::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, String, serde_json::Value) {
     json_of(c.post(url).send_json(body).await.unwrap()).await
 }
 
@@ -284,7 +288,12 @@ impl Served {
     }
 
     pub async fn handset(&self, msisdn: &str) -> tmcs::sim::Handset {
-        let mut res = self.anonymous().get(self.url("/pki/transport.pem")).send().await.unwrap();
+        let mut res = self
+            .anonymous()
+            .get(self.url("/pki/transport.pem"))
+            .send()
+            .await
+            .unwrap();
         let pem = res.body().await.unwrap();
         tmcs::sim::Handset::new(msisdn, &pem).unwrap()
     }
@@ -293,7 +302,12 @@ impl Served {
     pub async fn active_subscriber(&self, msisdn: &str, pin: &str) -> (tmcs::sim::Handset, String) {
         let (_, code) = self.register_subscriber(msisdn).await;
         let h = self.handset(msisdn).await;
-        let (st, _, b) = post_json(&self.anonymous(), &self.url("/v1/handset/activate"), &h.activation_body(&code, pin).unwrap()).await;
+        let (st, _, b) = post_json(
+            &self.anonymous(),
+            &self.url("/v1/handset/activate"),
+            &h.activation_body(&code, pin).unwrap(),
+        )
+        .await;
         assert_eq!(st, 200, "{b}");
         (h, b["certificate"].as_str().unwrap().to_string())
     }
