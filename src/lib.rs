@@ -20,3 +20,4 @@ pub mod pki;
 pub mod sim;
 pub mod store;
 pub mod subscriber;
+pub mod ims;

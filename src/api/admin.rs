@@ -39,6 +39,8 @@ struct RegisterBody {
     msisdn: String,
     display_name: String,
     kyc_ref: String,
+    /// Additive: the payer's iMS person id, if `from` will name it that way.
+    party_id: Option<String>,
 }
 
 async fn register(
@@ -57,6 +59,7 @@ async fn register(
                     msisdn: b.msisdn,
                     display_name: b.display_name,
                     kyc_ref: b.kyc_ref,
+                    party_id: b.party_id,
                 },
             )?)
         })

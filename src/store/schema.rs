@@ -122,6 +122,7 @@ diesel::table! {
         cert_serial -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        alias -> Nullable<Text>,
     }
 }
 
@@ -137,5 +138,32 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    requests (id) {
+        id -> Text,
+        subscriber_id -> Text,
+        fsp_party -> Text,
+        merchant_party -> Text,
+        replay_key -> Text,
+        c_sha256 -> Text,
+        dtbs_sha256 -> Text,
+        nonce -> Text,
+        verification_code -> Text,
+        tier -> Text,
+        currency -> Text,
+        amount_minor -> BigInt,
+        limit_day -> Text,
+        ims_xml -> Text,
+        signed_xml -> Nullable<Text>,
+        signature_b64 -> Nullable<Text>,
+        status -> Text,
+        error_code -> Nullable<Text>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        updated_at -> BigInt,
+        signed_at -> Nullable<BigInt>,
     }
 }

@@ -30,6 +30,8 @@ pub struct SubscriberRow {
     pub cert_serial: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The subscriber's iMS person id (`name@person.domain`), if given.
+    pub alias: Option<String>,
 }
 
 pub fn by_msisdn(conn: &mut DbConn, msisdn: &str) -> DbResult<Option<SubscriberRow>> {
@@ -59,6 +61,23 @@ pub fn insert(conn: &mut DbConn, row: &SubscriberRow) -> DbResult<()> {
 pub fn save(conn: &mut DbConn, row: &SubscriberRow) -> DbResult<()> {
     diesel::update(subscribers::table.find(&row.id))
         .set(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn by_alias(conn: &mut DbConn, alias: &str) -> DbResult<Option<SubscriberRow>> {
+    Ok(subscribers::table
+        .filter(subscribers::alias.eq(alias))
+        .select(SubscriberRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Takes this subscriber's row lock for the rest of the transaction
+/// (PostgreSQL; SQLite transactions are already serialised).
+pub fn lock(conn: &mut DbConn, id: &str) -> DbResult<()> {
+    diesel::update(subscribers::table.find(id))
+        .set(subscribers::updated_at.eq(subscribers::updated_at))
         .execute(conn)?;
     Ok(())
 }

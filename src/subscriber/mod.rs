@@ -112,6 +112,8 @@ pub struct Registration {
     pub msisdn: String,
     pub display_name: String,
     pub kyc_ref: String,
+    /// Optional iMS person id (`name@person.domain`) naming this payer.
+    pub party_id: Option<String>,
 }
 
 fn check_text(field: &str, v: &str, max: usize) -> DomainResult<()> {
@@ -135,6 +137,17 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
     }
     check_text("display_name", &reg.display_name, 128)?;
     check_text("kyc_ref", &reg.kyc_ref, 128)?;
+    if let Some(alias) = &reg.party_id {
+        let ok = alias
+            .parse::<crate::ims::PartyId>()
+            .is_ok_and(|p| p.role() == Some(crate::ims::PartyRole::Person));
+        if !ok {
+            return Err(reject(
+                "request.invalid",
+                "party_id must be a person id: name@person.domain",
+            ));
+        }
+    }
     let now = app.clock.now();
     let existing = app.store.read(|c| subscribers::by_msisdn(c, &reg.msisdn))?;
     let id = match &existing {
@@ -169,6 +182,7 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
                 pin_verifier: None,
                 device_spki: None,
                 updated_at: t,
+                alias: reg.party_id.clone().or(s.alias.clone()),
                 ..s
             },
             None => SubscriberRow {
@@ -188,6 +202,7 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
                 cert_serial: None,
                 created_at: t,
                 updated_at: t,
+                alias: reg.party_id.clone(),
             },
         };
         if row.id != id {
@@ -196,19 +211,20 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
                 "the MSISDN was registered concurrently",
             ));
         }
+        let unique = |e: crate::store::StoreError| {
+            if e.is_unique_violation() {
+                reject(
+                    "subscriber.exists",
+                    "the MSISDN or party_id is already registered",
+                )
+            } else {
+                DomainError::from(e)
+            }
+        };
         if reactivated {
-            subscribers::save(c, &row)?;
+            subscribers::save(c, &row).map_err(unique)?;
         } else {
-            subscribers::insert(c, &row).map_err(|e| {
-                if e.is_unique_violation() {
-                    reject(
-                        "subscriber.exists",
-                        "the MSISDN was registered concurrently",
-                    )
-                } else {
-                    DomainError::from(e)
-                }
-            })?;
+            subscribers::insert(c, &row).map_err(unique)?;
         }
         audit::append(
             c,
@@ -222,6 +238,7 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
                 },
                 Some(subject(&id)),
                 json!({ "msisdn": mask_msisdn(&reg.msisdn), "kyc_ref": reg.kyc_ref,
+                        "party_id": reg.party_id,
                         "activation_expires_at": rfc3339_seconds(expires) }),
             ),
         )?;

@@ -1,0 +1,3 @@
+DROP TABLE requests;
+DROP INDEX subscribers_alias;
+ALTER TABLE subscribers DROP COLUMN alias;
