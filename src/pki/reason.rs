@@ -91,7 +91,10 @@ mod tests {
             assert_eq!(Reason::parse(r.name()), Some(r));
         }
         assert_eq!(Reason::parse("key_compromise"), Some(Reason::KeyCompromise));
-        assert_eq!(Reason::parse("CESSATION-OF-OPERATION"), Some(Reason::CessationOfOperation));
+        assert_eq!(
+            Reason::parse("CESSATION-OF-OPERATION"),
+            Some(Reason::CessationOfOperation)
+        );
         assert_eq!(Reason::parse("removeFromCRL"), None);
         assert_eq!(Reason::parse("nonsense"), None);
         assert_eq!(Reason::KeyCompromise.code(), 1);

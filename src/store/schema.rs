@@ -78,7 +78,13 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(certificates, pki_current, clients, subscribers, parties);
+diesel::allow_tables_to_appear_in_same_query!(
+    certificates,
+    pki_current,
+    clients,
+    subscribers,
+    parties
+);
 
 diesel::table! {
     pki_state (id) {
