@@ -3,6 +3,7 @@
 //! Custody of the keys is `crate::hsm`'s job; this module only asks it to sign.
 
 pub mod cert;
+pub mod crl;
 pub mod issue;
 pub mod profile;
 pub mod reason;
