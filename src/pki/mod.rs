@@ -5,6 +5,7 @@
 pub mod cert;
 pub mod crl;
 pub mod issue;
+pub mod ocsp;
 pub mod profile;
 pub mod reason;
 pub mod signer;
