@@ -9,3 +9,4 @@ mod audit_chain;
 mod cli;
 mod hsm;
 mod init;
+mod revocation;
