@@ -30,6 +30,7 @@ pub use problem::ApiError;
 pub struct State {
     pub app: App,
     pub http: metrics::HttpMetrics,
+    pub crl: crate::pki::crl::CrlService,
     blocking: Arc<Semaphore>,
 }
 
@@ -103,6 +104,7 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
     let state = web::Data::new(State {
         blocking: Arc::new(Semaphore::new(cfg.file.server.blocking_threads)),
         http,
+        crl: crate::pki::crl::CrlService::default(),
         app,
     });
     let acceptor = tls::acceptor(&cfg.tls_cert, &cfg.tls_key)?;

@@ -3,8 +3,10 @@
 //! Custody of the keys is `crate::hsm`'s job; this module only asks it to sign.
 
 pub mod cert;
+pub mod crl;
 pub mod issue;
 pub mod lifecycle;
+pub mod ocsp;
 pub mod profile;
 pub mod reason;
 pub mod signer;

@@ -57,10 +57,21 @@ pub fn insert(conn: &mut DbConn, row: &RequestRow) -> DbResult<()> {
 
 /// Statuses that count against the payer's limits (not declined, expired,
 /// failed or rolled back).
-pub const COUNTING: [&str; 5] = ["pending_authorization", "signing", "signed", "relayed", "settled"];
+pub const COUNTING: [&str; 5] = [
+    "pending_authorization",
+    "signing",
+    "signed",
+    "relayed",
+    "settled",
+];
 
 /// Sum of the payer's counting requests in `currency` on `day`.
-pub fn day_total(conn: &mut DbConn, subscriber_id: &str, currency: &str, day: &str) -> DbResult<i64> {
+pub fn day_total(
+    conn: &mut DbConn,
+    subscriber_id: &str,
+    currency: &str,
+    day: &str,
+) -> DbResult<i64> {
     let amounts: Vec<i64> = requests::table
         .filter(requests::subscriber_id.eq(subscriber_id))
         .filter(requests::currency.eq(currency))

@@ -24,6 +24,15 @@ pub fn bump_epoch(conn: &mut DbConn) -> DbResult<()> {
     Ok(())
 }
 
+/// Locks the `pki_state` row until the transaction ends (a no-op update),
+/// so concurrent CRL builders on several nodes queue instead of racing.
+pub fn lock_state(conn: &mut DbConn) -> DbResult<()> {
+    diesel::update(pki_state::table.find(1))
+        .set(pki_state::crl_number.eq(pki_state::crl_number))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// (revocation_epoch, last crl_number).
 pub fn state(conn: &mut DbConn) -> DbResult<(i64, i64)> {
     pki_state::table

@@ -11,3 +11,4 @@ mod cli;
 mod hsm;
 mod init;
 mod lifecycle;
+mod revocation;
