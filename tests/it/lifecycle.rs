@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::on_both_backends_async;
+use crate::pkicheck::{crl_entry, ocsp_via_url, served_crl_text};
 use crate::support::{get_json, openssl, post_json, random_msisdn, Db, Env, Served};
 
 const PIN: &str = "482619";
@@ -108,6 +109,8 @@ async fn whole_life_of_one_certificate(db: Db) {
         "the certificate must hold the HSM key, not the device key"
     );
     let serial1 = cert.serial_hex.clone();
+    let ocsp = ocsp_via_url(&env, &s, cert_pem).await;
+    assert!(ocsp.contains(": good"), "{ocsp}");
 
     // The code works once.
     let (st, _, b) = post_json(
@@ -127,6 +130,16 @@ async fn whole_life_of_one_certificate(db: Db) {
         |serial: &str, verb: &str| s.url(&format!("/v1/admin/certificates/{serial}/{verb}"));
     let (st, _, b) = post_json(&op, &cert_url(&serial1, "suspend"), &json!({})).await;
     assert_eq!((st, b["status"].as_str()), (200, Some("suspended")), "{b}");
+    let ocsp = ocsp_via_url(&env, &s, cert_pem).await;
+    assert!(
+        ocsp.contains(": revoked") && ocsp.contains("Reason: certificateHold"),
+        "{ocsp}"
+    );
+    let crl = served_crl_text(&env, &s).await;
+    assert!(
+        crl_entry(&crl, &serial1).contains("Certificate Hold"),
+        "{crl}"
+    );
     let (st, _, b) = post_json(&op, &cert_url(&serial1, "suspend"), &json!({})).await;
     assert_eq!(
         (st, b["code"].as_str()),
@@ -134,6 +147,13 @@ async fn whole_life_of_one_certificate(db: Db) {
     );
     let (st, _, b) = post_json(&op, &cert_url(&serial1, "resume"), &json!({})).await;
     assert_eq!((st, b["status"].as_str()), (200, Some("active")), "{b}");
+    let ocsp = ocsp_via_url(&env, &s, cert_pem).await;
+    assert!(ocsp.contains(": good"), "{ocsp}");
+    let crl = served_crl_text(&env, &s).await;
+    assert!(
+        crl_entry(&crl, &serial1).is_empty(),
+        "a resumed serial leaves the CRL: {crl}"
+    );
     let (st, _, b) = post_json(
         &op,
         &s.url(&format!("/v1/admin/subscribers/{msisdn}/renew")),
@@ -160,6 +180,22 @@ async fn whole_life_of_one_certificate(db: Db) {
         (200, Some("keyCompromise")),
         "{b}"
     );
+    let ocsp = ocsp_via_url(&env, &s, &new_cert.pem).await;
+    assert!(
+        ocsp.contains(": revoked") && ocsp.contains("Reason: keyCompromise"),
+        "{ocsp}"
+    );
+    let ocsp = ocsp_via_url(&env, &s, cert_pem).await;
+    assert!(
+        ocsp.contains(": revoked") && ocsp.contains("Reason: superseded"),
+        "{ocsp}"
+    );
+    let crl = served_crl_text(&env, &s).await;
+    assert!(
+        crl_entry(&crl, &serial2).contains("Key Compromise"),
+        "{crl}"
+    );
+    assert!(crl_entry(&crl, &serial1).contains("Superseded"), "{crl}");
     let (st, _, b) = post_json(&op, &cert_url(&serial2, "resume"), &json!({})).await;
     assert_eq!((st, b["code"].as_str()), (409, Some("certificate.revoked")));
     let (st, _, b) = post_json(

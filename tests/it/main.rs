@@ -11,4 +11,5 @@ mod cli;
 mod hsm;
 mod init;
 mod lifecycle;
+mod pkicheck;
 mod revocation;

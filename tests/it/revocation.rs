@@ -7,22 +7,11 @@ use tmcs::pki::crl::CrlService;
 use tmcs::store::certs::{self, CertRow};
 use tmcs::store::revocation;
 
+use crate::pkicheck::{
+    crl_entry, crl_number, crl_text, fetch_crl, openssl_bg, path_str, write_pem,
+};
 use crate::support::{openssl, Db, Env, Served};
 use crate::{on_both_backends, on_both_backends_async};
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Runs openssl off the actix thread (the server under test shares the runtime).
-async fn openssl_bg(args: Vec<String>) -> (bool, String) {
-    actix_web::rt::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        openssl(&args)
-    })
-    .await
-    .unwrap()
-}
 
 fn row_of(s: &Served, name: &str) -> CertRow {
     s.app
@@ -39,94 +28,6 @@ fn set_status(s: &Served, serial: &str, status: &str, reason: Option<&str>, at: 
         .write(|c| certs::set_status(c, serial, status, reason, at))
         .unwrap();
     assert_eq!(n, 1, "set_status({serial}, {status})");
-}
-
-/// The hex lines below the first line containing `header` (AKI, SKI, CRL number).
-fn value_after(text: &str, header: &str) -> String {
-    let mut lines = text.lines().skip_while(|l| !l.contains(header));
-    lines.next();
-    lines
-        .next()
-        .map(|l| l.trim().trim_start_matches("keyid:").to_string())
-        .unwrap_or_default()
-}
-
-fn crl_number(text: &str) -> u64 {
-    value_after(text, "X509v3 CRL Number")
-        .parse()
-        .unwrap_or_else(|_| panic!("no CRL number in\n{text}"))
-}
-
-/// The entry of `serial` in `openssl crl -text` output (serial line up to
-/// the next one), empty when not listed.
-fn crl_entry(text: &str, serial: &str) -> String {
-    let needle = format!("Serial Number: {}", serial.to_uppercase());
-    match text.find(&needle) {
-        None => String::new(),
-        Some(at) => {
-            let rest = &text[at + needle.len()..];
-            let end = rest.find("Serial Number:").unwrap_or(rest.len());
-            rest[..end].to_string()
-        }
-    }
-}
-
-async fn fetch_crl(s: &Served) -> Vec<u8> {
-    let mut res = s.anonymous().get(s.url("/pki/crl")).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    assert_eq!(ct, "application/pkix-crl");
-    res.body().limit(1 << 20).await.unwrap().to_vec()
-}
-
-/// Checks signature, CRL number, next update and AKI; returns the text.
-async fn crl_text(env: &Env, der: &[u8], issuing: &Path) -> String {
-    let f = env.path().join("crl.der");
-    std::fs::write(&f, der).unwrap();
-    let (ok, text) = openssl_bg(vec![
-        "crl".into(),
-        "-inform".into(),
-        "DER".into(),
-        "-in".into(),
-        path_str(&f).into(),
-        "-CAfile".into(),
-        path_str(&env.ca()).into(),
-        "-noout".into(),
-        "-text".into(),
-    ])
-    .await;
-    assert!(ok && text.contains("verify OK"), "{text}");
-    assert!(text.contains("Version 2"), "{text}");
-    assert!(text.contains("Next Update:"), "{text}");
-    crl_number(&text);
-    let (ok, ski) = openssl(&[
-        "x509",
-        "-in",
-        path_str(issuing),
-        "-noout",
-        "-ext",
-        "subjectKeyIdentifier",
-    ]);
-    assert!(ok, "{ski}");
-    let ski = value_after(&ski, "Subject Key Identifier");
-    assert!(ski.len() >= 20, "SKI {ski:?}");
-    assert_eq!(
-        value_after(&text, "Authority Key Identifier"),
-        ski,
-        "the CRL's AKI must be the issuing CA's SKI\n{text}"
-    );
-    text
-}
-
-fn write_pem(env: &Env, name: &str, pem: &str) -> PathBuf {
-    let p = env.path().join(name);
-    std::fs::write(&p, pem).unwrap();
-    p
 }
 
 async fn crl_follows_the_lifecycle(db: Db) {
