@@ -13,6 +13,7 @@ use crate::fsutil;
 use crate::hsm::{Hsm, HsmError, HsmMetrics, HsmSettings};
 use crate::pki::{Pki, PkiError, PkiSettings, Profiles};
 use crate::store::{Store, StoreError, StoreSettings};
+use crate::signing::Policy;
 use crate::subscriber::pin::PinHasher;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,7 @@ pub struct App {
     pub hsm: Hsm,
     pub pki: Arc<Pki>,
     pub pins: Arc<PinHasher>,
+    pub policy: Arc<Policy>,
     pub registry: prometheus::Registry,
 }
 
@@ -125,7 +127,9 @@ impl App {
         let pki = Pki::load(&store, hsm.clone(), pki_settings(&cfg)?)?;
         let pins =
             PinHasher::new(&cfg.file.pin, pki.keys.pin_pepper.clone()).map_err(AppError::Setup)?;
+        let policy = Policy::from_config(&cfg.file.policy).map_err(AppError::Setup)?;
         Ok(App {
+            policy: Arc::new(policy),
             cfg: Arc::new(cfg),
             clock,
             store,

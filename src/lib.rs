@@ -18,6 +18,7 @@ pub mod ims;
 pub mod init;
 pub mod party;
 pub mod pki;
+pub mod signing;
 pub mod sim;
 pub mod store;
 pub mod subscriber;

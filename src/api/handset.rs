@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::{ApiError, State};
 use crate::audit::{self, Actor, NewEvent};
 use crate::store::subscribers;
+use crate::signing;
 use crate::subscriber::{self, ActivateRequest};
 
 /// Allowed distance between the header's `ts` and our clock.
@@ -21,7 +22,11 @@ pub const DEVICE_SKEW_SECONDS: i64 = 300;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/activate", web::post().to(activate))
-        .route("/pin", web::post().to(change_pin));
+        .route("/pin", web::post().to(change_pin))
+        .route("/requests", web::get().to(list_requests))
+        .route("/requests/{id}", web::get().to(get_request))
+        .route("/requests/{id}/authorize", web::post().to(authorize))
+        .route("/requests/{id}/decline", web::post().to(decline));
 }
 
 async fn activate(
@@ -178,6 +183,73 @@ async fn change_pin(
         })
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "status": "pin_changed" })))
+}
+
+async fn list_requests(state: web::Data<State>, device: Device) -> Result<HttpResponse, ApiError> {
+    let app = state.app.clone();
+    let list = state
+        .blocking(move || Ok(signing::pending_for(&app, &device.subscriber_id)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "requests": list })))
+}
+
+async fn get_request(
+    state: web::Data<State>,
+    device: Device,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let app = state.app.clone();
+    let view = state
+        .blocking(move || Ok(signing::handset_view(&app, &device.subscriber_id, &id)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Authorize {
+    pin_block: Zeroizing<String>,
+}
+
+async fn authorize(
+    state: web::Data<State>,
+    device: Device,
+    path: web::Path<String>,
+    body: web::Json<Authorize>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let b = body.into_inner();
+    let app = state.app.clone();
+    let signed = state
+        .blocking(move || {
+            Ok(signing::authorize_handset(
+                &app,
+                &device.subscriber_id,
+                &id,
+                &b.pin_block,
+            )?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "signed",
+        "request_id": signed.request_id,
+        "signature": signed.signature_b64,
+    })))
+}
+
+async fn decline(
+    state: web::Data<State>,
+    device: Device,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let app = state.app.clone();
+    let rid = id.clone();
+    state
+        .blocking(move || Ok(signing::decline(&app, &device.subscriber_id, &rid)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "declined", "request_id": id })))
 }
 
 #[cfg(test)]

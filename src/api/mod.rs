@@ -7,6 +7,9 @@
 
 mod admin;
 mod auditor;
+mod body;
+mod fsp;
+mod gateway;
 pub mod auth;
 mod handset;
 mod health;
@@ -130,6 +133,16 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
             )
             .service(web::scope("/v1/handset").configure(handset::routes))
             .service(
+                web::scope("/v1/fsp")
+                    .wrap(middleware::from_fn(auth::fsp_only))
+                    .configure(fsp::routes),
+            )
+            .service(
+                web::scope("/v1/gateway")
+                    .wrap(middleware::from_fn(auth::gateway_only))
+                    .configure(gateway::routes),
+            )
+            .service(
                 web::scope("/v1/audit")
                     .wrap(middleware::from_fn(auth::auditor_only))
                     .configure(auditor::routes),
@@ -159,8 +172,13 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
     })
 }
 
-/// Periodic work while serving: signed audit checkpoints.
+/// Periodic work while serving: signed audit checkpoints and the expiry
+/// sweeper (requests that outlived their TTL become `expired`).
 pub async fn background(state: web::Data<State>) {
+    tokio::join!(checkpoints(state.clone()), sweeper(state));
+}
+
+async fn checkpoints(state: web::Data<State>) {
     let every = state.app.cfg.file.audit.checkpoint_interval_seconds.max(1);
     let mut tick = tokio::time::interval(Duration::from_secs(every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,19 +188,28 @@ pub async fn background(state: web::Data<State>) {
         let app = state.app.clone();
         let res = state
             .blocking(move || {
-                crate::audit::make_checkpoint(
-                    &app.store,
-                    &app.hsm,
-                    &app.pki.keys.audit,
-                    app.clock.now(),
-                )
-                .map_err(ApiError::internal)
+                crate::audit::make_checkpoint(&app.store, &app.hsm, &app.pki.keys.audit, app.clock.now())
+                    .map_err(ApiError::internal)
             })
             .await;
         match res {
             Ok(Some(cp)) => tracing::info!(seq = cp.seq, "audit checkpoint signed"),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "audit checkpoint failed"),
+        }
+    }
+}
+
+async fn sweeper(state: web::Data<State>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let app = state.app.clone();
+        match state.blocking(move || Ok(crate::signing::expire_overdue(&app)?)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "signing requests expired"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
     }
 }

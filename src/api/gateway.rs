@@ -1,0 +1,47 @@
+//! Gateway API (`/v1/gateway/`, role `gateway`): USSD/SMS authorisation of
+//! tier `small` requests with the PIN (CONTRACT §7).
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{ApiError, Caller, State};
+use crate::signing;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/authorize", web::post().to(authorize));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayAuth {
+    msisdn: String,
+    request_id: String,
+    pin: Zeroizing<String>,
+}
+
+async fn authorize(
+    state: web::Data<State>,
+    caller: Caller,
+    body: web::Json<GatewayAuth>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let app = state.app.clone();
+    let signed = state
+        .blocking(move || {
+            Ok(signing::authorize_gateway(
+                &app,
+                &caller.actor(),
+                &b.msisdn,
+                &b.request_id,
+                &b.pin,
+            )?)
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "signed",
+        "request_id": signed.request_id,
+        "signature": signed.signature_b64,
+    })))
+}

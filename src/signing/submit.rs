@@ -1,0 +1,217 @@
+//! `POST /v1/fsp/messages`: verify the merchant and the FSP, the payer,
+//! tier, limits, freshness and replay; create the request (or return the
+//! same one for the same message).
+
+use openssl::hash::MessageDigest;
+use openssl::sign::Verifier;
+use openssl::x509::X509;
+use serde_json::json;
+
+use super::{b64url, ims_error, subject, verification_code, PENDING};
+use crate::app::App;
+use crate::audit::{self, Actor, NewEvent};
+use crate::error::{reject, DomainError, DomainResult};
+use crate::ims::{ImsMessage, PartyId, PartyRole};
+use crate::party::{self, PartyRow};
+use crate::store::requests::{self, RequestRow};
+use crate::store::subscribers::{self, SubscriberRow};
+use crate::store::DbConn;
+use crate::subscriber;
+
+pub struct Submitted {
+    pub request: RequestRow,
+    /// False when the same message was submitted before (idempotent).
+    pub created: bool,
+}
+
+/// Verifies `sig` over `msg` with the party's certificate (ECDSA P-256 or
+/// RSA PKCS#1 v1.5, SHA-256, as the certificate's key says).
+fn verify_party(p: &PartyRow, msg: &[u8], sig: &[u8]) -> bool {
+    X509::from_pem(p.cert_pem.as_bytes())
+        .and_then(|x| x.public_key())
+        .and_then(|k| {
+            let mut v = Verifier::new(MessageDigest::sha256(), &k)?;
+            v.verify_oneshot(sig, msg)
+        })
+        .unwrap_or(false)
+}
+
+/// A registered party of `kind` that may take part now.
+fn usable_party(conn: &mut DbConn, id: &str, kind: &str, now: i64) -> DomainResult<PartyRow> {
+    let p = party::get(conn, id)?
+        .filter(|p| p.kind == kind)
+        .ok_or_else(|| reject("ims.unknown_party", format!("{id} is not a registered {kind}")))?;
+    if p.status != "active" {
+        return Err(reject("ims.unknown_party", format!("{id} is {}", p.status)));
+    }
+    let in_validity = crate::pki::CertInfo::from_pem(&p.cert_pem)
+        .map(|c| c.not_before.unix_timestamp() <= now && now <= c.not_after.unix_timestamp())
+        .unwrap_or(false);
+    if !in_validity {
+        return Err(reject("ims.unknown_party", format!("the certificate of {id} is not valid now")));
+    }
+    Ok(p)
+}
+
+fn payer(conn: &mut DbConn, from: &PartyId) -> DomainResult<SubscriberRow> {
+    let found = match (from.msisdn(), from.role()) {
+        (Some(msisdn), _) => subscribers::by_msisdn(conn, msisdn)?,
+        (None, Some(PartyRole::Person)) => subscribers::by_alias(conn, &from.to_string())?,
+        _ => None,
+    };
+    found.ok_or_else(|| reject("subscriber.not_found", "the payer is not a registered subscriber"))
+}
+
+/// The replay key: (`to.id`, `ref`), or the digest of `M` without a ref.
+fn replay_key(m: &ImsMessage, m_bytes: &[u8]) -> String {
+    match &m.reference {
+        Some(r) => format!("ref:{}|{}", m.to, r),
+        None => format!("m:{}", hex::encode(openssl::sha::sha256(m_bytes))),
+    }
+}
+
+pub fn submit(app: &App, fsp_party: Option<&str>, actor: &Actor, body: &[u8]) -> DomainResult<Submitted> {
+    match submit_inner(app, fsp_party, actor, body) {
+        Err(DomainError::Rejected { code, detail, attempts_left }) => {
+            let now = app.clock.now();
+            let ev = NewEvent::new(
+                actor,
+                "request.rejected",
+                None,
+                json!({ "code": code, "reason": detail.chars().take(200).collect::<String>(), "fsp": fsp_party }),
+            );
+            if let Err(e) = app.store.write(|c| audit::append(c, now, ev)) {
+                tracing::error!(error = %e, "cannot audit a rejected submission");
+            }
+            Err(DomainError::Rejected { code, detail, attempts_left })
+        }
+        other => other,
+    }
+}
+
+fn submit_inner(app: &App, fsp_party: Option<&str>, actor: &Actor, body: &[u8]) -> DomainResult<Submitted> {
+    let now = app.clock.now();
+    let t = now.unix_timestamp();
+    let m = ImsMessage::parse(body).map_err(ims_error)?;
+    if m.from_sign.is_some() {
+        return Err(reject("ims.malformed", "from/sign must be empty: tmcs adds it"));
+    }
+    let (Some(s_m), Some(s_f)) = (m.to_sign.clone(), m.fsp_sign.clone()) else {
+        return Err(reject("ims.malformed", "to/sign and FSPsign are required"));
+    };
+    let policy = &app.policy;
+    let tier = policy.tier(&m.amount)?;
+    if tier != m.tier {
+        return Err(reject(
+            "ims.tier_mismatch",
+            format!("an amount of {} is tier {}, not {}", m.amount, tier.as_str(), m.tier.as_str()),
+        ));
+    }
+    let limits = policy.limits(&m.amount)?;
+    if m.amount.minor() > limits.per_payment_max {
+        return Err(reject("limit.exceeded", "the amount is above the per-payment limit"));
+    }
+    let skew = (t - m.timestamp.unix_timestamp()).abs();
+    if skew > policy.max_clock_skew_seconds {
+        return Err(reject(
+            "ims.stale",
+            format!("the timestamp is {skew} s from now (at most {} s allowed)", policy.max_clock_skew_seconds),
+        ));
+    }
+    let Some(fsp_id) = fsp_party else {
+        return Err(reject("auth.forbidden", "this FSP client is not bound to a registered FSP party"));
+    };
+    if m.to.role() != Some(PartyRole::Merchant) {
+        return Err(reject("ims.unknown_party", "the payee must be a registered merchant"));
+    }
+    let merchant_id = m.to.to_string();
+    let (merchant, fsp) = app.store.read(|c| -> DomainResult<_> {
+        Ok((usable_party(c, &merchant_id, "merchant", t)?, usable_party(c, fsp_id, "fsp", t)?))
+    })?;
+    let m_bytes = m.canonical_m();
+    let f_bytes = m.canonical_f().map_err(ims_error)?;
+    let c_bytes = m.canonical_c().map_err(ims_error)?;
+    if !verify_party(&merchant, &m_bytes, &s_m) {
+        return Err(reject("ims.bad_signature", "to/sign does not verify over M with the merchant's certificate"));
+    }
+    if !verify_party(&fsp, &f_bytes, &s_f) {
+        return Err(reject("ims.bad_signature", "FSPsign does not verify over F with the calling FSP's certificate"));
+    }
+    let c_digest = openssl::sha::sha256(&c_bytes);
+    let c_hex = hex::encode(c_digest);
+    let key = replay_key(&m, &m_bytes);
+    let existing = |c: &mut DbConn| -> DomainResult<Option<Submitted>> {
+        match requests::by_replay_key(c, &key)? {
+            Some(r) if r.c_sha256 == c_hex && r.fsp_party == fsp_id => Ok(Some(Submitted { request: r, created: false })),
+            Some(_) => Err(reject("ims.replay", "another message with this reference (or M) was already submitted")),
+            None => Ok(None),
+        }
+    };
+    if let Some(same) = app.store.read(|c| existing(c))? {
+        return Ok(same);
+    }
+
+    let payer_row = app.store.read(|c| payer(c, &m.from))?;
+    let mut nonce = [0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce).map_err(|e| reject("internal", e.to_string()))?;
+    let day = now.date().to_string();
+    let row = RequestRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        subscriber_id: payer_row.id.clone(),
+        fsp_party: fsp_id.to_string(),
+        merchant_party: merchant_id.clone(),
+        replay_key: key.clone(),
+        c_sha256: c_hex.clone(),
+        dtbs_sha256: b64url(&c_digest),
+        nonce: b64url(&nonce),
+        verification_code: verification_code(&c_digest),
+        tier: tier.as_str().into(),
+        currency: m.amount.currency().code().into(),
+        amount_minor: i64::try_from(m.amount.minor()).map_err(|_| reject("limit.exceeded", "amount too large"))?,
+        limit_day: day.clone(),
+        ims_xml: m.to_xml(),
+        signed_xml: None,
+        signature_b64: None,
+        status: PENDING.into(),
+        error_code: None,
+        created_at: t,
+        expires_at: t + policy.request_ttl_seconds,
+        updated_at: t,
+        signed_at: None,
+    };
+    let result = app.store.write(|c| -> DomainResult<Submitted> {
+        // One submission per payer at a time: the daily sum stays true.
+        subscribers::lock(c, &payer_row.id)?;
+        if let Some(same) = existing(c)? {
+            return Ok(same);
+        }
+        subscriber::signing_key(c, &payer_row.id, now)?;
+        let spent = requests::day_total(c, &payer_row.id, &row.currency, &day)?;
+        let daily = i64::try_from(limits.daily_max).unwrap_or(i64::MAX);
+        if spent.saturating_add(row.amount_minor) > daily {
+            return Err(reject("limit.exceeded", "the payer's daily limit would be exceeded"));
+        }
+        requests::insert(c, &row)?;
+        audit::append(
+            c,
+            now,
+            NewEvent::new(
+                actor,
+                "request.received",
+                Some(subject(&row.id)),
+                json!({ "fsp": fsp_id, "merchant": merchant_id, "payer": subscriber::subject(&payer_row.id),
+                        "amount": m.amount.to_string(), "tier": row.tier, "ref": m.reference.as_ref().map(|r| r.to_string()),
+                        "dtbs_sha256": row.dtbs_sha256, "expires_at": super::ts(row.expires_at) }),
+            ),
+        )?;
+        Ok(Submitted { request: row.clone(), created: true })
+    });
+    match result {
+        // Lost a race to an identical insert: answer like a resubmission.
+        Err(DomainError::Store(e)) if e.is_unique_violation() => app
+            .store
+            .read(|c| existing(c))?
+            .ok_or_else(|| reject("ims.replay", "another message with this reference was submitted")),
+        other => other,
+    }
+}
