@@ -31,8 +31,7 @@ build: deps
 release: build
 
 demo: build
-	./target/release/tmcs init
-	./target/release/tmcs serve
+	./target/release/tmcs demo
 
 serve: build
 	./target/release/tmcs init

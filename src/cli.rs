@@ -38,6 +38,13 @@ pub enum Command {
     Init,
     /// Run the HTTPS service on server.listen.
     Serve,
+    /// Self-contained end-to-end run in a temporary data dir: init, serve in-process,
+    /// merchant → FSP → tmcs → handset → tmcs → FSP; exit 0 only when every signature verifies.
+    Demo {
+        /// Keep the temporary data dir and print its path.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Apply pending database migrations.
     Migrate,
     /// Export or verify the audit log.
@@ -122,13 +129,24 @@ pub fn main() -> ExitCode {
 }
 
 pub fn load_config(path: Option<&Path>, data_dir: &Path) -> Result<Config, Failure> {
+    load_config_with(path, data_dir, Vec::new())
+}
+
+/// Like [`load_config`], with `extra` applied before the process environment.
+pub fn load_config_with(
+    path: Option<&Path>,
+    data_dir: &Path,
+    extra: Vec<(String, String)>,
+) -> Result<Config, Failure> {
     let default = Path::new("tmcs.toml");
     let path = match path {
         Some(p) => Some(p),
         None if default.exists() => Some(default),
         None => None,
     };
-    Config::load(path, data_dir, config::process_env()).map_err(|e| Failure::usage(error_chain(&e)))
+    let mut env = extra;
+    env.extend(config::process_env());
+    Config::load(path, data_dir, env).map_err(|e| Failure::usage(error_chain(&e)))
 }
 
 pub fn init_logging(cfg: &Config, default_level: &str) {
@@ -148,6 +166,9 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Demo { keep } = cli.command {
+        return demo(cli.config.as_deref(), keep);
+    }
     let cfg = load_config(cli.config.as_deref(), &cli.data_dir)?;
     // Before any thread exists: SoftHSM2 reads SOFTHSM2_CONF in C_Initialize.
     hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
@@ -196,7 +217,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(&cfg, "warn");
             audit_command(&cfg, clock, command)
         }
+        Command::Demo { .. } => Err(Failure::usage("demo is handled above")),
     }
+}
+
+fn demo(config: Option<&Path>, keep: bool) -> Result<(), Failure> {
+    let dir = crate::demo::temp_data_dir()
+        .map_err(|e| Failure::failed(&AppError::Setup(format!("temporary data dir: {e}"))))?;
+    // Any free port on loopback; the demo talks to itself.
+    let extra = vec![("TMCS_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string())];
+    let cfg = load_config_with(config, dir.path(), extra)?;
+    hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
+    init_logging(&cfg, "warn");
+    let result = crate::demo::run(cfg, crate::demo::system_clock());
+    if keep {
+        let path = dir.keep();
+        println!("data dir kept: {}", path.display());
+    }
+    result.map_err(|e| Failure::failed(&e))
 }
 
 fn serve(app: App) -> Result<(), Failure> {

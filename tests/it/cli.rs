@@ -319,3 +319,28 @@ fn unix_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// `tmcs demo` (what `make demo` runs) completes and prints a fully signed iMS.
+#[test]
+fn demo_runs_end_to_end() {
+    let d = tempfile::tempdir().unwrap();
+    let o = tmcs(&d.path().join("unused"), &["demo"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(
+        out.contains("demo complete: every signature verified"),
+        "{out}"
+    );
+    for check in [
+        "merchant over M: verified",
+        "FSP over F: verified",
+        "payer (tmcs, HSM) over C: verified",
+    ] {
+        assert!(out.contains(check), "{check} missing:\n{out}");
+    }
+    let xml_start = out.find("<iMS>").expect("the signed iMS is printed");
+    let xml_end = out.find("</iMS>").expect("the signed iMS is printed") + "</iMS>".len();
+    let xml: String = out[xml_start..xml_end].lines().map(str::trim).collect();
+    let m = tmcs::ims::ImsMessage::parse(xml.as_bytes()).unwrap();
+    assert!(m.from_sign.is_some() && m.to_sign.is_some() && m.fsp_sign.is_some());
+}

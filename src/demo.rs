@@ -1,0 +1,481 @@
+//! `tmcs demo`: the whole flow on the embedded defaults, in one process,
+//! through the real HTTPS API — merchant → FSP → tmcs → handset → tmcs →
+//! FSP — with the real HSM, database and PIN-block crypto. Exit 0 only when
+//! every signature verifies.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private, Public};
+use openssl::sign::{Signer, Verifier};
+use openssl::x509::X509;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::ims::{ImsMessage, Money, PartyId, Ref, Tier};
+use crate::sim::Handset;
+
+/// What went wrong, in words for the console.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DemoError(pub String);
+
+fn fail(msg: impl Into<String>) -> DemoError {
+    DemoError(msg.into())
+}
+
+macro_rules! ctx {
+    ($e:expr, $what:expr) => {
+        $e.map_err(|e| fail(format!("{}: {}", $what, e)))
+    };
+}
+
+struct Out {
+    step: u32,
+    start: Instant,
+}
+
+impl Out {
+    fn step(&mut self, title: &str) {
+        self.step += 1;
+        let _ = writeln!(
+            std::io::stdout(),
+            "\n[{:>2}] {title}  (+{} ms)",
+            self.step,
+            self.start.elapsed().as_millis()
+        );
+    }
+    fn line(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        for l in text.lines() {
+            let _ = writeln!(out, "     {l}");
+        }
+    }
+}
+
+struct Party {
+    id: String,
+    key: PKey<Private>,
+    cert_pem: String,
+}
+
+fn p256_key() -> Result<PKey<Private>, DemoError> {
+    let group = ctx!(
+        openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1),
+        "curve"
+    )?;
+    let key = ctx!(openssl::ec::EcKey::generate(&group), "key generation")?;
+    ctx!(PKey::from_ec_key(key), "key")
+}
+
+/// A CSR for `key`, built with rcgen from the key's PKCS#8 form.
+fn csr_pem(key: &PKey<Private>, cn: &str) -> Result<String, DemoError> {
+    let der = ctx!(key.private_key_to_pkcs8(), "pkcs8")?;
+    let kp = ctx!(rcgen::KeyPair::try_from(der.as_slice()), "key for the CSR")?;
+    let mut params = ctx!(rcgen::CertificateParams::new(Vec::<String>::new()), "CSR")?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let csr = ctx!(params.serialize_request(&kp), "CSR")?;
+    ctx!(csr.pem(), "CSR PEM")
+}
+
+fn sign(key: &PKey<Private>, msg: &[u8]) -> Result<Vec<u8>, DemoError> {
+    let mut s = ctx!(Signer::new(MessageDigest::sha256(), key), "signer")?;
+    ctx!(s.sign_oneshot_to_vec(msg), "signing")
+}
+
+fn public_key(cert_pem: &str) -> Result<PKey<Public>, DemoError> {
+    ctx!(
+        X509::from_pem(cert_pem.as_bytes()).and_then(|x| x.public_key()),
+        "certificate"
+    )
+}
+
+fn verify(cert_pem: &str, msg: &[u8], sig: &[u8]) -> Result<bool, DemoError> {
+    let key = public_key(cert_pem)?;
+    let mut v = ctx!(Verifier::new(MessageDigest::sha256(), &key), "verifier")?;
+    Ok(v.verify_oneshot(sig, msg).unwrap_or(false))
+}
+
+async fn call(
+    req: awc::ClientRequest,
+    body: Option<&Value>,
+    what: &str,
+) -> Result<(u16, Value), DemoError> {
+    let sent = match body {
+        Some(b) => req.send_json(b).await,
+        None => req.send().await,
+    };
+    let mut res = sent.map_err(|e| fail(format!("{what}: {e}")))?;
+    let status = res.status().as_u16();
+    let bytes = ctx!(res.body().limit(1 << 20).await, what)?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status >= 400 {
+        return Err(fail(format!("{what}: HTTP {status} {v}")));
+    }
+    Ok((status, v))
+}
+
+fn text(v: &Value, key: &str) -> Result<String, DemoError> {
+    v[key]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| fail(format!("answer without `{key}`: {v}")))
+}
+
+/// Runs the demo in `data_dir` (already empty) with `cfg`. Blocks.
+pub fn run(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
+    let system = actix_web::rt::System::new();
+    system.block_on(run_async(cfg, clock))
+}
+
+async fn run_async(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
+    let mut out = Out {
+        step: 0,
+        start: Instant::now(),
+    };
+    let data = cfg.data_dir.clone();
+
+    out.step(
+        "tmcs init: SoftHSM2 token, HSM keys, database, CA hierarchy, TLS and client certificates",
+    );
+    let cfg2 = cfg.clone();
+    let clock2 = clock.clone();
+    let report = ctx!(
+        actix_web::rt::task::spawn_blocking(move || crate::init::init(&cfg2, clock2.as_ref()))
+            .await,
+        "init"
+    )?;
+    let report = ctx!(report, "init")?;
+    out.line(&format!(
+        "data dir {} ({} items created)",
+        data.display(),
+        report.created.len()
+    ));
+
+    let app = ctx!(App::open(cfg.clone(), clock.clone()), "open")?;
+    let bound = ctx!(crate::api::bind(app.clone()), "bind")?;
+    let port = bound
+        .addrs
+        .first()
+        .map(|a| a.port())
+        .ok_or_else(|| fail("no listener"))?;
+    let handle = bound.server.handle();
+    actix_web::rt::spawn(bound.server);
+    let base = format!("https://localhost:{port}");
+    out.step(&format!("tmcs serve: HTTPS with mTLS roles on {base}"));
+    let ca = cfg.ca_pem.clone();
+    let anon = ctx!(crate::client::https_client(&ca, None), "client")?;
+    let (_, ready) = call(anon.get(format!("{base}/readyz")), None, "readyz").await?;
+    out.line(&format!("/readyz: {ready}"));
+    let operator = ctx!(
+        crate::client::https_client(
+            &ca,
+            Some((
+                &cfg.clients_dir.join("operator.crt"),
+                &cfg.clients_dir.join("operator.key")
+            ))
+        ),
+        "operator client"
+    )?;
+
+    let result = flow(&mut out, &app, &base, &ca, &anon, &operator).await;
+    handle.stop(true).await;
+    result
+}
+
+async fn flow(
+    out: &mut Out,
+    app: &App,
+    base: &str,
+    ca: &Path,
+    anon: &awc::Client,
+    operator: &awc::Client,
+) -> Result<(), DemoError> {
+    // Parties by CSR.
+    out.step("operator registers the merchant and the FSP (CSR → certificate from the tmcs CA)");
+    let mut parties = Vec::new();
+    for (id, kind) in [
+        ("Merkur.Trade@merchant.xbank", "merchant"),
+        ("Demo.FSP@fsp.xbank", "fsp"),
+    ] {
+        let key = p256_key()?;
+        let body = json!({ "party_id": id, "kind": kind, "csr": csr_pem(&key, id)? });
+        let (_, v) = call(
+            operator.post(format!("{base}/v1/admin/parties")),
+            Some(&body),
+            "register party",
+        )
+        .await?;
+        let cert_pem = text(&v, "certificate")?;
+        out.line(&format!(
+            "{kind:<8} {id}  serial {}",
+            v["serial"].as_str().unwrap_or("?")
+        ));
+        parties.push(Party {
+            id: id.to_string(),
+            key,
+            cert_pem,
+        });
+    }
+    let fsp = parties.pop().ok_or_else(|| fail("no FSP"))?;
+    let merchant = parties.pop().ok_or_else(|| fail("no merchant"))?;
+    let fsp_key_pem = ctx!(fsp.key.private_key_to_pem_pkcs8(), "FSP key")?;
+    let fsp_client = ctx!(
+        crate::client::https_client_pem(ca, &fsp.cert_pem, &String::from_utf8_lossy(&fsp_key_pem)),
+        "FSP client"
+    )?;
+
+    // The subscriber.
+    let msisdn = "+4915112345678";
+    let person = "John.Bernard@person.xbank";
+    let pin = "482916";
+    out.step(&format!(
+        "operator registers subscriber {msisdn} ({person}); a one-time activation code"
+    ));
+    let (_, v) = call(
+        operator.post(format!("{base}/v1/admin/subscribers")),
+        Some(&json!({ "msisdn": msisdn, "display_name": "John Bernard", "kyc_ref": "KYC-DEMO-1", "party_id": person })),
+        "register subscriber",
+    )
+    .await?;
+    let code = text(&v, "activation_code")?;
+    out.line(&format!(
+        "activation code delivered out of band (expires {})",
+        text(&v, "activation_expires_at")?
+    ));
+
+    out.step("handset activates: PIN block (ECIES to the HSM transport key) → key generated in the HSM, certificate issued");
+    let mut res = ctx!(
+        anon.get(format!("{base}/pki/transport.pem")).send().await,
+        "transport.pem"
+    )?;
+    let transport = ctx!(res.body().await, "transport.pem")?;
+    let handset = ctx!(Handset::new(msisdn, &transport), "handset")?;
+    let body = ctx!(handset.activation_body(&code, pin), "activation body")?;
+    let (_, v) = call(
+        anon.post(format!("{base}/v1/handset/activate")),
+        Some(&body),
+        "activate",
+    )
+    .await?;
+    let sub_cert = text(&v, "certificate")?;
+    let sub_info = ctx!(
+        crate::pki::CertInfo::from_pem(&sub_cert),
+        "subscriber certificate"
+    )?;
+    out.line(&format!(
+        "subscriber certificate: CN={} serial {}",
+        sub_info.common_name, sub_info.serial_hex
+    ));
+
+    // The iMS.
+    out.step("merchant builds the iMS and signs M; the FSP adds the accounts and signs F");
+    let now = app.clock.now();
+    let mut m = ImsMessage {
+        tier: Tier::Medium,
+        reference: Some(ctx!(Ref::new("POS-7-000123"), "ref")?),
+        from: ctx!(person.parse::<PartyId>(), "from")?,
+        from_sign: None,
+        to: ctx!(merchant.id.parse::<PartyId>(), "to")?,
+        to_sign: None,
+        fsp_sign: None,
+        timestamp: now.replace_nanosecond(0).unwrap_or(now),
+        account_payable: "1234-5678-9abc".into(),
+        account_receivable: "9876-543-21de".into(),
+        amount: ctx!(Money::parse("EUR1000.00"), "amount")?,
+    };
+    let m_bytes = m.canonical_m();
+    m.to_sign = Some(sign(&merchant.key, &m_bytes)?);
+    let f_bytes = ctx!(m.canonical_f(), "F")?;
+    m.fsp_sign = Some(sign(&fsp.key, &f_bytes)?);
+    let c_bytes = ctx!(m.canonical_c(), "C")?;
+    let xml = m.to_xml();
+    out.line(&String::from_utf8_lossy(&m_bytes));
+
+    out.step("FSP submits the iMS to tmcs over mTLS (POST /v1/fsp/messages)");
+    let mut res = ctx!(
+        fsp_client
+            .post(format!("{base}/v1/fsp/messages"))
+            .insert_header(("content-type", "application/xml"))
+            .send_body(xml.clone())
+            .await,
+        "submit"
+    )?;
+    let status = res.status().as_u16();
+    let v: Value =
+        serde_json::from_slice(&ctx!(res.body().await, "submit")?).unwrap_or(Value::Null);
+    if status != 202 {
+        return Err(fail(format!("submit: HTTP {status} {v}")));
+    }
+    let request_id = text(&v, "request_id")?;
+    let vc = text(&v, "verification_code")?;
+    out.line(&format!(
+        "request {request_id}: {} until {}",
+        text(&v, "status")?,
+        text(&v, "expires_at")?
+    ));
+    out.line(&format!("verification code shown at the POS: {vc}"));
+
+    out.step("handset fetches the request (device-key signed) and checks the trusted dialog");
+    let path = format!("/v1/handset/requests/{request_id}");
+    let hdr = ctx!(
+        handset.device_header("GET", &path, app.clock.now().unix_timestamp()),
+        "device header"
+    )?;
+    let (_, v) = call(
+        anon.get(format!("{base}{path}"))
+            .insert_header(("authorization", hdr)),
+        None,
+        "handset request",
+    )
+    .await?;
+    let nonce = text(&v, "nonce")?;
+    let dtbs = text(&v, "dtbs_sha256")?;
+    let own_dtbs = crate::signing::b64url(&openssl::sha::sha256(&c_bytes));
+    if dtbs != own_dtbs {
+        return Err(fail("dtbs_sha256 is not SHA-256 of C"));
+    }
+    let display = &v["display"];
+    let display_msg = crate::signing::display_message(
+        &request_id,
+        display["payee"].as_str().unwrap_or(""),
+        display["amount"].as_str().unwrap_or(""),
+        &text(&v, "verification_code")?,
+        &dtbs,
+        &text(&v, "expires_at")?,
+    );
+    let display_sig = ctx!(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            text(&v, "display_sig")?
+        ),
+        "display_sig"
+    )?;
+    let display_ok = verify(
+        &app.pki.display.info.pem,
+        display_msg.as_bytes(),
+        &display_sig,
+    )?;
+    if !display_ok || text(&v, "verification_code")? != vc {
+        return Err(fail(
+            "the display signature or the verification code does not check out",
+        ));
+    }
+    out.line(&format!(
+        "display: {}",
+        display["text"].as_str().unwrap_or("")
+    ));
+    out.line(&format!(
+        "verification code on the handset: {vc} (matches the POS)"
+    ));
+    out.line("display_sig verifies with /pki/display.pem");
+
+    out.step("user enters the PIN; the PIN block binds request id, nonce and dtbs_sha256");
+    let apath = format!("{path}/authorize");
+    let block = ctx!(
+        handset.auth_pin_block(&request_id, &nonce, &dtbs, pin),
+        "PIN block"
+    )?;
+    let hdr = ctx!(
+        handset.device_header("POST", &apath, app.clock.now().unix_timestamp()),
+        "device header"
+    )?;
+    let (_, v) = call(
+        anon.post(format!("{base}{apath}"))
+            .insert_header(("authorization", hdr)),
+        Some(&json!({ "pin_block": block })),
+        "authorize",
+    )
+    .await?;
+    let sig_b64 = text(&v, "signature")?;
+    out.line(&format!(
+        "tmcs signed C in the HSM with the payer's key: {} ({})",
+        text(&v, "status")?,
+        sig_b64
+    ));
+
+    out.step("FSP fetches the signed iMS (GET /v1/fsp/requests/{id})");
+    let (_, v) = call(
+        fsp_client.get(format!("{base}/v1/fsp/requests/{request_id}")),
+        None,
+        "status",
+    )
+    .await?;
+    let signed_xml = text(&v, "ims")?;
+    out.line(&format!("status: {}", text(&v, "status")?));
+    out.line(&signed_xml);
+
+    out.step("everyone checks the three signatures (ECDSA P-256/SHA-256, as `openssl dgst -sha256 -verify` would)");
+    let signed = ctx!(ImsMessage::parse(signed_xml.as_bytes()), "signed iMS")?;
+    let (Some(s_m), Some(s_f), Some(s_c)) = (&signed.to_sign, &signed.fsp_sign, &signed.from_sign)
+    else {
+        return Err(fail("the signed iMS lacks a signature"));
+    };
+    let c2 = ctx!(signed.canonical_c(), "C")?;
+    let checks = [
+        (
+            "merchant over M",
+            verify(&merchant.cert_pem, &signed.canonical_m(), s_m)?,
+        ),
+        (
+            "FSP over F",
+            verify(&fsp.cert_pem, &ctx!(signed.canonical_f(), "F")?, s_f)?,
+        ),
+        (
+            "payer (tmcs, HSM) over C",
+            verify(&sub_cert, &c2, s_c)? && c2 == c_bytes,
+        ),
+    ];
+    for (what, ok) in &checks {
+        out.line(&format!(
+            "{what}: {}",
+            if *ok { "verified" } else { "FAILED" }
+        ));
+    }
+    if checks.iter().any(|(_, ok)| !ok) {
+        return Err(fail("a signature did not verify"));
+    }
+
+    out.step("auditor: the hash chain and its signed checkpoints verify");
+    let app2 = app.clone();
+    let report = ctx!(
+        actix_web::rt::task::spawn_blocking(move || {
+            crate::audit::make_checkpoint(
+                &app2.store,
+                &app2.hsm,
+                &app2.pki.keys.audit,
+                app2.clock.now(),
+            )
+            .map_err(|e| e.to_string())?;
+            let key = app2.pki.audit_public_key().map_err(|e| e.to_string())?;
+            crate::audit::verify_store(&app2.store, &key).map_err(|e| e.to_string())
+        })
+        .await,
+        "audit"
+    )?;
+    let report = report.map_err(fail)?;
+    out.line(&format!(
+        "{} events, {} signed checkpoints, head {}",
+        report.events, report.checkpoints, report.head_hash
+    ));
+    out.step("demo complete: every signature verified");
+    Ok(())
+}
+
+/// A fresh temporary data dir for the demo (kept only with `keep`).
+pub fn temp_data_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("tmcs-demo-").tempdir()
+}
+
+/// For `tmcs demo`: the clock.
+pub fn system_clock() -> SharedClock {
+    Arc::new(crate::clock::SystemClock)
+}
