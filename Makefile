@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 APT_PKGS := softhsm2 opensc openssl libssl-dev libpq-dev pkg-config gcc make \
             postgresql postgresql-common python3 curl ca-certificates
 
-.PHONY: all deps build release demo test lint unit integration bench serve clean
+.PHONY: all deps build release demo test lint bench serve clean
 
 all: build
 
@@ -46,7 +46,7 @@ test: lint
 	scripts/with-postgres.sh $(CARGO) test --all-targets --no-fail-fast
 
 bench: build
-	scripts/with-postgres.sh scripts/bench.sh
+	scripts/with-postgres.sh scripts/bench.sh $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

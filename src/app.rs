@@ -127,6 +127,11 @@ impl App {
         let pki = Pki::load(&store, hsm.clone(), pki_settings(&cfg)?)?;
         let pins =
             PinHasher::new(&cfg.file.pin, pki.keys.pin_pepper.clone()).map_err(AppError::Setup)?;
+        for h in [&pins.argon2_seconds, &pins.argon2_wait_seconds] {
+            registry
+                .register(Box::new(h.clone()))
+                .map_err(|e| AppError::Setup(e.to_string()))?;
+        }
         let policy = Policy::from_config(&cfg.file.policy).map_err(AppError::Setup)?;
         Ok(App {
             policy: Arc::new(policy),

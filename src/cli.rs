@@ -47,6 +47,20 @@ pub enum Command {
     },
     /// Apply pending database migrations.
     Migrate,
+    /// Benchmark: concurrent handsets against the real HTTPS service in a temporary
+    /// data dir (database from database.url when set), then the in-process crypto floor;
+    /// prints one JSON line.
+    Bench {
+        /// Length of the timed phase.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Concurrent handsets (each: submit, read, authorise, repeat).
+        #[arg(long, default_value_t = 16)]
+        handsets: usize,
+        /// Length of the crypto-floor loop.
+        #[arg(long, default_value_t = 8)]
+        floor_seconds: u64,
+    },
     /// Export or verify the audit log.
     Audit {
         #[command(subcommand)]
@@ -166,8 +180,23 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Demo { keep } = cli.command {
-        return demo(cli.config.as_deref(), keep);
+    match cli.command {
+        Command::Demo { keep } => return demo(cli.config.as_deref(), keep),
+        Command::Bench {
+            seconds,
+            handsets,
+            floor_seconds,
+        } => {
+            return bench(
+                cli.config.as_deref(),
+                crate::bench::BenchOpts {
+                    seconds,
+                    handsets,
+                    floor_seconds,
+                },
+            )
+        }
+        _ => {}
     }
     let cfg = load_config(cli.config.as_deref(), &cli.data_dir)?;
     // Before any thread exists: SoftHSM2 reads SOFTHSM2_CONF in C_Initialize.
@@ -217,8 +246,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(&cfg, "warn");
             audit_command(&cfg, clock, command)
         }
-        Command::Demo { .. } => Err(Failure::usage("demo is handled above")),
+        Command::Demo { .. } | Command::Bench { .. } => {
+            Err(Failure::usage("demo and bench are handled above"))
+        }
     }
+}
+
+fn bench(config: Option<&Path>, opts: crate::bench::BenchOpts) -> Result<(), Failure> {
+    let dir = crate::demo::temp_data_dir()
+        .map_err(|e| Failure::failed(&AppError::Setup(format!("temporary data dir: {e}"))))?;
+    let extra = vec![("TMCS_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string())];
+    let cfg = load_config_with(config, dir.path(), extra)?;
+    hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
+    init_logging(&cfg, "error");
+    let report = crate::bench::run(cfg, crate::demo::system_clock(), opts)
+        .map_err(|e| Failure::failed(&e))?;
+    println!("{report}");
+    Ok(())
 }
 
 fn demo(config: Option<&Path>, keep: bool) -> Result<(), Failure> {

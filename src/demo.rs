@@ -25,7 +25,7 @@ use crate::sim::Handset;
 #[error("{0}")]
 pub struct DemoError(pub String);
 
-fn fail(msg: impl Into<String>) -> DemoError {
+pub(crate) fn fail(msg: impl Into<String>) -> DemoError {
     DemoError(msg.into())
 }
 
@@ -58,13 +58,13 @@ impl Out {
     }
 }
 
-struct Party {
-    id: String,
-    key: PKey<Private>,
-    cert_pem: String,
+pub(crate) struct Party {
+    pub(crate) id: String,
+    pub(crate) key: PKey<Private>,
+    pub(crate) cert_pem: String,
 }
 
-fn p256_key() -> Result<PKey<Private>, DemoError> {
+pub(crate) fn p256_key() -> Result<PKey<Private>, DemoError> {
     let group = ctx!(
         openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1),
         "curve"
@@ -74,7 +74,7 @@ fn p256_key() -> Result<PKey<Private>, DemoError> {
 }
 
 /// A CSR for `key`, built with rcgen from the key's PKCS#8 form.
-fn csr_pem(key: &PKey<Private>, cn: &str) -> Result<String, DemoError> {
+pub(crate) fn csr_pem(key: &PKey<Private>, cn: &str) -> Result<String, DemoError> {
     let der = ctx!(key.private_key_to_pkcs8(), "pkcs8")?;
     let kp = ctx!(rcgen::KeyPair::try_from(der.as_slice()), "key for the CSR")?;
     let mut params = ctx!(rcgen::CertificateParams::new(Vec::<String>::new()), "CSR")?;
@@ -86,7 +86,7 @@ fn csr_pem(key: &PKey<Private>, cn: &str) -> Result<String, DemoError> {
     ctx!(csr.pem(), "CSR PEM")
 }
 
-fn sign(key: &PKey<Private>, msg: &[u8]) -> Result<Vec<u8>, DemoError> {
+pub(crate) fn sign(key: &PKey<Private>, msg: &[u8]) -> Result<Vec<u8>, DemoError> {
     let mut s = ctx!(Signer::new(MessageDigest::sha256(), key), "signer")?;
     ctx!(s.sign_oneshot_to_vec(msg), "signing")
 }
@@ -98,13 +98,13 @@ fn public_key(cert_pem: &str) -> Result<PKey<Public>, DemoError> {
     )
 }
 
-fn verify(cert_pem: &str, msg: &[u8], sig: &[u8]) -> Result<bool, DemoError> {
+pub(crate) fn verify(cert_pem: &str, msg: &[u8], sig: &[u8]) -> Result<bool, DemoError> {
     let key = public_key(cert_pem)?;
     let mut v = ctx!(Verifier::new(MessageDigest::sha256(), &key), "verifier")?;
     Ok(v.verify_oneshot(sig, msg).unwrap_or(false))
 }
 
-async fn call(
+pub(crate) async fn call(
     req: awc::ClientRequest,
     body: Option<&Value>,
     what: &str,
@@ -123,7 +123,7 @@ async fn call(
     Ok((status, v))
 }
 
-fn text(v: &Value, key: &str) -> Result<String, DemoError> {
+pub(crate) fn text(v: &Value, key: &str) -> Result<String, DemoError> {
     v[key]
         .as_str()
         .map(str::to_string)
@@ -191,6 +191,41 @@ async fn run_async(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
     result
 }
 
+/// Registers a party by CSR through the operator API; returns it and its
+/// certificate fingerprint.
+pub(crate) async fn register_party(
+    base: &str,
+    operator: &awc::Client,
+    id: &str,
+    kind: &str,
+) -> Result<(Party, String), DemoError> {
+    let key = p256_key()?;
+    let body = json!({ "party_id": id, "kind": kind, "csr": csr_pem(&key, id)? });
+    let (_, v) = call(
+        operator.post(format!("{base}/v1/admin/parties")),
+        Some(&body),
+        "register party",
+    )
+    .await?;
+    Ok((
+        Party {
+            id: id.to_string(),
+            key,
+            cert_pem: text(&v, "certificate")?,
+        },
+        text(&v, "fingerprint")?,
+    ))
+}
+
+/// An mTLS client for a party registered by CSR.
+pub(crate) fn party_client(ca: &Path, p: &Party) -> Result<awc::Client, DemoError> {
+    let key_pem = ctx!(p.key.private_key_to_pem_pkcs8(), "party key")?;
+    ctx!(
+        crate::client::https_client_pem(ca, &p.cert_pem, &String::from_utf8_lossy(&key_pem)),
+        "party client"
+    )
+}
+
 async fn flow(
     out: &mut Out,
     app: &App,
@@ -206,32 +241,16 @@ async fn flow(
         ("Merkur.Trade@merchant.xbank", "merchant"),
         ("Demo.FSP@fsp.xbank", "fsp"),
     ] {
-        let key = p256_key()?;
-        let body = json!({ "party_id": id, "kind": kind, "csr": csr_pem(&key, id)? });
-        let (_, v) = call(
-            operator.post(format!("{base}/v1/admin/parties")),
-            Some(&body),
-            "register party",
-        )
-        .await?;
-        let cert_pem = text(&v, "certificate")?;
+        let p = register_party(base, operator, id, kind).await?;
         out.line(&format!(
-            "{kind:<8} {id}  serial {}",
-            v["serial"].as_str().unwrap_or("?")
+            "{kind:<8} {id}  fingerprint {}",
+            &p.1[..16.min(p.1.len())]
         ));
-        parties.push(Party {
-            id: id.to_string(),
-            key,
-            cert_pem,
-        });
+        parties.push(p.0);
     }
     let fsp = parties.pop().ok_or_else(|| fail("no FSP"))?;
     let merchant = parties.pop().ok_or_else(|| fail("no merchant"))?;
-    let fsp_key_pem = ctx!(fsp.key.private_key_to_pem_pkcs8(), "FSP key")?;
-    let fsp_client = ctx!(
-        crate::client::https_client_pem(ca, &fsp.cert_pem, &String::from_utf8_lossy(&fsp_key_pem)),
-        "FSP client"
-    )?;
+    let fsp_client = party_client(ca, &fsp)?;
 
     // The subscriber.
     let msisdn = "+4915112345678";

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::app::{App, AppError};
 pub use auth::{Caller, Role};
+pub use handset::{device_message, parse_device_header};
 pub use problem::ApiError;
 
 /// Shared by all workers.

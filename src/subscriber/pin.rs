@@ -55,6 +55,10 @@ pub struct PinHasher {
     pub limiter: Argon2Limiter,
     pub min_len: usize,
     pub max_len: usize,
+    /// argon2 time per hash, waiting for the limiter excluded.
+    pub argon2_seconds: prometheus::Histogram,
+    /// Time spent waiting for an argon2 slot.
+    pub argon2_wait_seconds: prometheus::Histogram,
 }
 
 impl PinHasher {
@@ -66,12 +70,25 @@ impl PinHasher {
             Some(32),
         )
         .map_err(|e| format!("argon2 parameters: {e}"))?;
+        let hist = |name: &str, help: &str| {
+            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ],
+            ))
+            .map_err(|e| e.to_string())
+        };
         Ok(PinHasher {
             params,
             pepper,
             limiter: Argon2Limiter::new(cfg.argon2_concurrency),
             min_len: cfg.min_length,
             max_len: cfg.max_length,
+            argon2_seconds: hist("tmcs_pin_argon2_seconds", "argon2id time per PIN hash")?,
+            argon2_wait_seconds: hist(
+                "tmcs_pin_argon2_wait_seconds",
+                "time waiting for a free argon2 slot",
+            )?,
         })
     }
 
@@ -89,8 +106,16 @@ impl PinHasher {
     pub fn verifier(&self, hsm: &Hsm, salt: &[u8], pin: &str) -> DomainResult<[u8; 32]> {
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
         let mut hash = Zeroizing::new([0u8; 32]);
+        let queued = std::time::Instant::now();
         self.limiter
-            .run(|| argon.hash_password_into(pin.as_bytes(), salt, &mut hash[..]))
+            .run(|| {
+                self.argon2_wait_seconds
+                    .observe(queued.elapsed().as_secs_f64());
+                let start = std::time::Instant::now();
+                let r = argon.hash_password_into(pin.as_bytes(), salt, &mut hash[..]);
+                self.argon2_seconds.observe(start.elapsed().as_secs_f64());
+                r
+            })
             .map_err(|e| reject("internal", format!("argon2: {e}")))?;
         let mut input = Vec::with_capacity(48);
         input.extend_from_slice(b"tmcs-pin-v1|");

@@ -1,0 +1,469 @@
+//! `tmcs bench`: drives the real HTTPS service (embedded defaults, real
+//! argon2 parameters) with concurrent handsets — submit, read, authorise —
+//! for a fixed time, then measures in the same run the floor: the same
+//! server-side crypto per authorisation in a loop in-process, without HTTP
+//! or the database. Prints one JSON line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::demo::{call, fail, party_client, register_party, sign, text, DemoError, Party};
+use crate::hsm::{EcUsage, GeneratedKey};
+use crate::ims::{ImsMessage, Money, PartyId, Ref, Tier};
+use crate::sim::Handset;
+
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOpts {
+    pub seconds: u64,
+    pub handsets: usize,
+    pub floor_seconds: u64,
+}
+
+const PIN: &str = "480263";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p / 100.0 * (sorted.len() as f64 - 1.0)).round();
+    sorted.get(rank as usize).copied().unwrap_or_default()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+pub fn run(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
+    let system = actix_web::rt::System::new();
+    system.block_on(run_async(cfg, clock, opts))
+}
+
+struct Shared {
+    base: String,
+    fsp: awc::Client,
+    anon: awc::Client,
+    merchant: Arc<Party>,
+    fsp_party: Arc<Party>,
+    app: App,
+}
+
+/// One handset's loop: submit → GET → authorise until `deadline`.
+async fn handset_loop(
+    sh: std::rc::Rc<Shared>,
+    h: Handset,
+    idx: usize,
+    deadline: Instant,
+    submit_ms: Arc<std::sync::Mutex<Vec<f64>>>,
+    auth_ms: Arc<std::sync::Mutex<Vec<f64>>>,
+    errors: Arc<AtomicU64>,
+) {
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        match one_cycle(&sh, &h, idx, n).await {
+            Ok((s, a)) => {
+                if let Ok(mut v) = submit_ms.lock() {
+                    v.push(s);
+                }
+                if let Ok(mut v) = auth_ms.lock() {
+                    v.push(a);
+                }
+            }
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "bench cycle failed");
+            }
+        }
+    }
+}
+
+async fn one_cycle(sh: &Shared, h: &Handset, idx: usize, n: u64) -> Result<(f64, f64), DemoError> {
+    let now = sh.app.clock.now();
+    let mut m = ImsMessage {
+        tier: Tier::Small,
+        reference: Some(
+            Ref::new(&format!("B-{idx}-{n}-{}", now.unix_timestamp()))
+                .map_err(|e| fail(e.to_string()))?,
+        ),
+        from: format!("tel:{}", h.msisdn)
+            .parse::<PartyId>()
+            .map_err(|e| fail(e.to_string()))?,
+        from_sign: None,
+        to: sh
+            .merchant
+            .id
+            .parse::<PartyId>()
+            .map_err(|e| fail(e.to_string()))?,
+        to_sign: None,
+        fsp_sign: None,
+        timestamp: now.replace_nanosecond(0).unwrap_or(now),
+        account_payable: "1234-5678".into(),
+        account_receivable: "9876-5432".into(),
+        amount: Money::parse("EUR1.00").map_err(|e| fail(e.to_string()))?,
+    };
+    m.to_sign = Some(sign(&sh.merchant.key, &m.canonical_m())?);
+    m.fsp_sign = Some(sign(
+        &sh.fsp_party.key,
+        &m.canonical_f().map_err(|e| fail(e.to_string()))?,
+    )?);
+    let t0 = Instant::now();
+    let mut res = sh
+        .fsp
+        .post(format!("{}/v1/fsp/messages", sh.base))
+        .insert_header(("content-type", "application/xml"))
+        .send_body(m.to_xml())
+        .await
+        .map_err(|e| fail(format!("submit: {e}")))?;
+    let body = res.body().await.map_err(|e| fail(format!("submit: {e}")))?;
+    if res.status().as_u16() != 202 {
+        return Err(fail(format!(
+            "submit: HTTP {} {}",
+            res.status(),
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let submit_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let id = text(&v, "request_id")?;
+    let path = format!("/v1/handset/requests/{id}");
+    let ts = sh.app.clock.now().unix_timestamp();
+    let hdr = h
+        .device_header("GET", &path, ts)
+        .map_err(|e| fail(e.to_string()))?;
+    let (_, r) = call(
+        sh.anon
+            .get(format!("{}{path}", sh.base))
+            .insert_header(("authorization", hdr)),
+        None,
+        "read",
+    )
+    .await?;
+    let block = h
+        .auth_pin_block(&id, &text(&r, "nonce")?, &text(&r, "dtbs_sha256")?, PIN)
+        .map_err(|e| fail(e.to_string()))?;
+    let apath = format!("{path}/authorize");
+    let hdr = h
+        .device_header("POST", &apath, ts)
+        .map_err(|e| fail(e.to_string()))?;
+    let t1 = Instant::now();
+    call(
+        sh.anon
+            .post(format!("{}{apath}", sh.base))
+            .insert_header(("authorization", hdr)),
+        Some(&json!({ "pin_block": block })),
+        "authorize",
+    )
+    .await?;
+    Ok((submit_ms, t1.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// The server's crypto per authorisation, without HTTP or the database:
+/// two party signature checks (M, F), two device signature checks (read,
+/// authorise), the display signature, the PIN block (HSM ECDH + HKDF +
+/// AES-GCM), the PIN verifier (argon2id + HSM HMAC) and the HSM signature over C.
+fn crypto_floor(
+    app: &App,
+    merchant: &Party,
+    fsp_party: &Party,
+    seconds: u64,
+) -> Result<(f64, usize), DemoError> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let key = app
+        .hsm
+        .generate_ec_p256("tmcs:bench-floor", EcUsage::Sign)
+        .map_err(|e| fail(e.to_string()))?;
+    let transport_pem = app.pki.transport.info.pem.clone();
+    let h =
+        Handset::new("+4900000000", transport_pem.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    let device_spki = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        h.device_spki_b64().map_err(|e| fail(e.to_string()))?,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let device =
+        openssl::pkey::PKey::public_key_from_der(&device_spki).map_err(|e| fail(e.to_string()))?;
+    let hdr = h
+        .device_header("GET", "/x", 1)
+        .map_err(|e| fail(e.to_string()))?;
+    let (_, _, dev_sig) = crate::api::parse_device_header(&hdr).ok_or_else(|| fail("header"))?;
+    let dev_msg = crate::api::device_message("GET", "/x", &h.msisdn, 1);
+    let c = b"ims-c1\ntype:small\nref:x\nfrom.id:tel:+4900000000\nto.id:a@merchant.b\ntimestamp:2026-01-01T00:00:00Z\namount:EUR1.00\n".to_vec();
+    let m_sig = sign(&merchant.key, &c)?;
+    let f_sig = sign(&fsp_party.key, &c)?;
+    let blocks: Vec<String> = (0..64)
+        .map(|i| h.auth_pin_block(&format!("r{i}"), "n", "d", PIN))
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    let floor = Floor {
+        app,
+        key: &key,
+        blocks: &blocks,
+        c: &c,
+        m_sig: &m_sig,
+        f_sig: &f_sig,
+        device: &device,
+        dev_sig: &dev_sig,
+        dev_msg: &dev_msg,
+        merchant_pem: &merchant.cert_pem,
+        fsp_pem: &fsp_party.cert_pem,
+    };
+    let count = AtomicU64::new(0);
+    let errors = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (floor, count, errors) = (&floor, &count, &errors);
+            scope.spawn(move || {
+                let mut i = t;
+                while Instant::now() < deadline {
+                    match floor.once(i) {
+                        Ok(true) => count.fetch_add(1, Ordering::Relaxed),
+                        _ => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                    i += threads;
+                }
+            });
+        }
+    });
+    let _ = app.hsm.destroy_key(&key.id);
+    if errors.load(Ordering::Relaxed) > 0 {
+        return Err(fail("the crypto floor loop had errors"));
+    }
+    let per_s = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    Ok((per_s, threads))
+}
+
+struct Floor<'a> {
+    app: &'a App,
+    key: &'a GeneratedKey,
+    blocks: &'a [String],
+    c: &'a [u8],
+    m_sig: &'a [u8],
+    f_sig: &'a [u8],
+    device: &'a openssl::pkey::PKey<openssl::pkey::Public>,
+    dev_sig: &'a [u8],
+    dev_msg: &'a str,
+    merchant_pem: &'a str,
+    fsp_pem: &'a str,
+}
+
+impl Floor<'_> {
+    fn once(&self, i: usize) -> Result<bool, DemoError> {
+        let app = self.app;
+        let e = |e: &dyn std::fmt::Display| fail(e.to_string());
+        let mut ok = crate::demo::verify(self.merchant_pem, self.c, self.m_sig)?;
+        ok &= crate::demo::verify(self.fsp_pem, self.c, self.f_sig)?;
+        for _ in 0..2 {
+            let mut v =
+                openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), self.device)
+                    .map_err(|x| e(&x))?;
+            ok &= v
+                .verify_oneshot(self.dev_sig, self.dev_msg.as_bytes())
+                .unwrap_or(false);
+        }
+        app.hsm
+            .sign_sha256(&app.pki.keys.display, self.c)
+            .map_err(|x| e(&x))?;
+        let block = self
+            .blocks
+            .get(i % self.blocks.len())
+            .ok_or_else(|| fail("block"))?;
+        crate::subscriber::pinblock::open(
+            &app.hsm,
+            &app.pki.keys.transport,
+            &app.pki.transport.point,
+            block,
+        )
+        .map_err(|x| e(&x))?;
+        app.pins
+            .verifier(&app.hsm, &[7u8; 16], PIN)
+            .map_err(|x| e(&x))?;
+        app.hsm
+            .sign_sha256(&self.key.id, self.c)
+            .map_err(|x| e(&x))?;
+        Ok(ok)
+    }
+}
+
+/// Sum of a histogram (seconds) and its count, by label value (or all).
+fn histogram(app: &App, name: &str, label: Option<(&str, &str)>) -> (f64, u64) {
+    let mut sum = 0.0;
+    let mut count = 0;
+    for fam in app.registry.gather() {
+        if fam.name() != name {
+            continue;
+        }
+        for m in fam.get_metric() {
+            let matches = label.is_none_or(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == k && l.value() == v)
+            });
+            if matches {
+                let h = m.get_histogram();
+                sum += h.get_sample_sum();
+                count += h.get_sample_count();
+            }
+        }
+    }
+    (sum, count)
+}
+
+async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
+    let cfg2 = cfg.clone();
+    let clock2 = clock.clone();
+    actix_web::rt::task::spawn_blocking(move || crate::init::init(&cfg2, clock2.as_ref()))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(format!("init: {e}")))?;
+    let app = App::open(cfg.clone(), clock).map_err(|e| fail(format!("open: {e}")))?;
+    let bound = crate::api::bind(app.clone()).map_err(|e| fail(format!("bind: {e}")))?;
+    let port = bound
+        .addrs
+        .first()
+        .map(|a| a.port())
+        .ok_or_else(|| fail("no listener"))?;
+    let handle = bound.server.handle();
+    actix_web::rt::spawn(bound.server);
+    let base = format!("https://localhost:{port}");
+    let ca = cfg.ca_pem.clone();
+    let anon = crate::client::https_client(&ca, None).map_err(|e| fail(e.to_string()))?;
+    let operator = crate::client::https_client(
+        &ca,
+        Some((
+            &cfg.clients_dir.join("operator.crt"),
+            &cfg.clients_dir.join("operator.key"),
+        )),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let (merchant, _) =
+        register_party(&base, &operator, "Bench.Shop@merchant.bench", "merchant").await?;
+    let (fsp_party, _) = register_party(&base, &operator, "Bench.FSP@fsp.bench", "fsp").await?;
+    let fsp = party_client(&ca, &fsp_party)?;
+
+    // Handsets: registered and activated through the real API.
+    let mut mut_res = anon
+        .get(format!("{base}/pki/transport.pem"))
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let transport = mut_res.body().await.map_err(|e| fail(e.to_string()))?;
+    let mut handsets = Vec::new();
+    for i in 0..opts.handsets {
+        let msisdn = format!("+491600{:07}", i + 1);
+        let (_, v) = call(
+            operator.post(format!("{base}/v1/admin/subscribers")),
+            Some(&json!({ "msisdn": msisdn, "display_name": format!("Bench {i}"), "kyc_ref": "BENCH" })),
+            "register",
+        )
+        .await?;
+        let h = Handset::new(&msisdn, &transport).map_err(|e| fail(e.to_string()))?;
+        let body = h
+            .activation_body(&text(&v, "activation_code")?, PIN)
+            .map_err(|e| fail(e.to_string()))?;
+        call(
+            anon.post(format!("{base}/v1/handset/activate")),
+            Some(&body),
+            "activate",
+        )
+        .await?;
+        handsets.push(h);
+    }
+    let (merchant, fsp_party) = (Arc::new(merchant), Arc::new(fsp_party));
+    let sh = std::rc::Rc::new(Shared {
+        base,
+        fsp,
+        anon,
+        merchant: merchant.clone(),
+        fsp_party: fsp_party.clone(),
+        app: app.clone(),
+    });
+
+    // Baselines of the server metrics before the timed phase.
+    let hsm_before = histogram(&app, "tmcs_hsm_operation_seconds", None);
+    let argon_before = histogram(&app, "tmcs_pin_argon2_seconds", None);
+    let wait_before = histogram(&app, "tmcs_pin_argon2_wait_seconds", None);
+
+    let submit_ms = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let auth_ms = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(opts.seconds);
+    let tasks: Vec<_> = handsets
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            handset_loop(
+                sh.clone(),
+                h,
+                i,
+                deadline,
+                submit_ms.clone(),
+                auth_ms.clone(),
+                errors.clone(),
+            )
+        })
+        .collect();
+    futures_util::future::join_all(tasks).await;
+    let elapsed = start.elapsed().as_secs_f64();
+
+    let hsm_after = histogram(&app, "tmcs_hsm_operation_seconds", None);
+    let argon_after = histogram(&app, "tmcs_pin_argon2_seconds", None);
+    let wait_after = histogram(&app, "tmcs_pin_argon2_wait_seconds", None);
+    let mut auth = auth_ms.lock().map(|v| v.clone()).unwrap_or_default();
+    let subs = submit_ms.lock().map(|v| v.clone()).unwrap_or_default();
+    auth.sort_by(f64::total_cmp);
+    let mut subs_sorted = subs.clone();
+    subs_sorted.sort_by(f64::total_cmp);
+    let n_auth = auth.len() as f64;
+    let auth_per_s = n_auth / elapsed;
+    let sub_per_s = subs.len() as f64 / elapsed;
+
+    handle.stop(true).await;
+    let app2 = app.clone();
+    let floor_seconds = opts.floor_seconds;
+    let (floor, threads) = actix_web::rt::task::spawn_blocking(move || {
+        crypto_floor(&app2, &merchant, &fsp_party, floor_seconds)
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))??;
+    let per = |d: (f64, u64), b: (f64, u64)| {
+        if n_auth > 0.0 {
+            (d.0 - b.0) * 1000.0 / n_auth
+        } else {
+            0.0
+        }
+    };
+    let p = &app.pins.params;
+    Ok(json!({
+        "backend": app.store.backend().name(),
+        "seconds": round2(elapsed),
+        "handsets": opts.handsets,
+        "submissions_per_s": round2(sub_per_s),
+        "authorizations_per_s": round2(auth_per_s),
+        "p50_ms": round2(percentile(&auth, 50.0)),
+        "p99_ms": round2(percentile(&auth, 99.0)),
+        "submit_p50_ms": round2(percentile(&subs_sorted, 50.0)),
+        "submit_p99_ms": round2(percentile(&subs_sorted, 99.0)),
+        "crypto_floor_per_s": round2(floor),
+        "crypto_floor_threads": threads,
+        "ratio": round2(if floor > 0.0 { auth_per_s / floor } else { 0.0 }),
+        "errors": errors.load(Ordering::Relaxed),
+        "argon2": { "algorithm": "argon2id", "m_kib": p.m_cost(), "t": p.t_cost(), "p": p.p_cost(),
+                    "concurrency": app.cfg.file.pin.argon2_concurrency },
+        "profile_ms_per_cycle": {
+            "hsm_ops": round2(per(hsm_after, hsm_before)),
+            "argon2": round2(per(argon_after, argon_before)),
+            "argon2_wait": round2(per(wait_after, wait_before)),
+        },
+    }))
+}
