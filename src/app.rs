@@ -35,6 +35,12 @@ pub enum AppError {
     },
 }
 
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        AppError::Store(e.into())
+    }
+}
+
 pub fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AppError + '_ {
     move |source| AppError::Io {
         path: path.to_path_buf(),
@@ -112,7 +118,20 @@ impl App {
     /// Opens an initialised installation. Refuses a database whose schema is
     /// behind (run `tmcs migrate`) or a PKI that was never created (`tmcs init`).
     pub fn open(cfg: Config, clock: SharedClock) -> Result<App, AppError> {
+        if let Some(path) = cfg.database_url.strip_prefix("sqlite://") {
+            if !std::path::Path::new(path).exists() {
+                return Err(AppError::Setup(format!(
+                    "no database at {path}: run `tmcs init` first (data dir {})",
+                    cfg.data_dir.display()
+                )));
+            }
+        }
         let store = Store::open(&store_settings(&cfg))?;
+        if store.applied_migrations()? == 0 {
+            return Err(AppError::Setup(
+                "the database is empty: run `tmcs init` first".into(),
+            ));
+        }
         if store.has_pending_migrations()? {
             return Err(AppError::Setup(
                 "the database schema is behind this binary; run `tmcs migrate`".into(),

@@ -83,6 +83,11 @@ pub enum AuditCommand {
         /// The audit certificate (PEM) that signed the checkpoints (with --file).
         #[arg(long, value_name = "AUDIT_CERT")]
         cert: Option<PathBuf>,
+        /// Checkpoints an auditor kept (the JSON of GET /v1/audit/checkpoints, or JSON
+        /// lines): the log must still contain what they cover, which also catches a
+        /// log cut after its last stored checkpoint.
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
     },
     /// Sign a checkpoint of the current head now.
     Checkpoint,
@@ -132,7 +137,22 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line, as every other error (see `tmcs --help` for usage).
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let msg = first.strip_prefix("error: ").unwrap_or(first);
+            let _ = writeln!(std::io::stderr(), "error: {msg} (see tmcs --help)");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -160,7 +180,15 @@ pub fn load_config_with(
     };
     let mut env = extra;
     env.extend(config::process_env());
-    Config::load(path, data_dir, env).map_err(|e| Failure::usage(error_chain(&e)))
+    let cfg = Config::load(path, data_dir, env).map_err(|e| Failure::usage(error_chain(&e)))?;
+    // Settings other layers interpret are checked here too, so a bad one is
+    // a configuration error (exit 2) before anything starts.
+    crate::signing::Policy::from_config(&cfg.file.policy)
+        .map_err(|e| Failure::usage(format!("invalid config: {e}")))?;
+    crate::subscriber::pin::PinHasher::params(&cfg.file.pin)
+        .map_err(|e| Failure::usage(format!("invalid config: pin: {e}")))?;
+    crate::app::pki_settings(&cfg).map_err(|e| Failure::usage(format!("invalid config: {e}")))?;
+    Ok(cfg)
 }
 
 pub fn init_logging(cfg: &Config, default_level: &str) {
@@ -335,7 +363,20 @@ fn audit_key_from_store(
 
 fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Result<(), Failure> {
     match command {
-        AuditCommand::Verify { file, cert } => {
+        AuditCommand::Verify {
+            file,
+            cert,
+            checkpoints,
+        } => {
+            let held = match &checkpoints {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
+                    audit::parse_held_checkpoints(&text)
+                        .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?
+                }
+                None => Vec::new(),
+            };
             let result = match (file, cert) {
                 (Some(file), Some(cert)) => {
                     let pem = std::fs::read(&cert)
@@ -350,12 +391,12 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
                         })?;
                     let f = std::fs::File::open(&file)
                         .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
-                    audit::verify_lines(std::io::BufReader::new(f), &key)
+                    audit::verify_lines(std::io::BufReader::new(f), &key, &held)
                 }
                 (None, _) => {
                     let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
                     let key = audit_key_from_store(&store)?;
-                    audit::verify_store(&store, &key)
+                    audit::verify_store(&store, &key, &held)
                 }
                 (Some(_), None) => return Err(Failure::usage("--file needs --cert AUDIT_CERT")),
             };

@@ -345,6 +345,14 @@ impl Config {
         };
         let database_url = if file.database.url.is_empty() {
             format!("sqlite://{}", data_dir.join("tmcs.db").display())
+        } else if let Some(rel) = file
+            .database
+            .url
+            .strip_prefix("sqlite://")
+            .filter(|p| !p.starts_with('/'))
+        {
+            // Relative SQLite paths are relative to the data dir, like every other path.
+            format!("sqlite://{}", data_dir.join(rel).display())
         } else {
             file.database.url.clone()
         };

@@ -475,7 +475,7 @@ async fn flow(
             )
             .map_err(|e| e.to_string())?;
             let key = app2.pki.audit_public_key().map_err(|e| e.to_string())?;
-            crate::audit::verify_store(&app2.store, &key).map_err(|e| e.to_string())
+            crate::audit::verify_store(&app2.store, &key, &[]).map_err(|e| e.to_string())
         })
         .await,
         "audit"

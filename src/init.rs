@@ -506,16 +506,22 @@ impl Ctx<'_> {
                 Some(old.info.serial_hex.clone()),
                 json!({ "reason": "superseded", "purpose": current_name, "superseded_by": info.serial_hex }),
             );
-            self.store.write(|c| {
-                certs::set_status(
-                    c,
-                    &old.info.serial_hex,
-                    "revoked",
-                    Some("superseded"),
-                    Some(at),
-                )?;
+            self.store.write(|c| -> Result<(), AppError> {
                 clients::set_status_by_fingerprint(c, &old.info.fingerprint, "revoked")?;
-                audit::append(c, now, ev)
+                // An earlier revocation (say keyCompromise) keeps its reason.
+                let already =
+                    certs::get(c, &old.info.serial_hex)?.is_some_and(|r| r.status == "revoked");
+                if !already {
+                    certs::set_status(
+                        c,
+                        &old.info.serial_hex,
+                        "revoked",
+                        Some("superseded"),
+                        Some(at),
+                    )?;
+                    audit::append(c, now, ev)?;
+                }
+                Ok(())
             })?;
         }
         Ok(())

@@ -4,7 +4,11 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::body::read_capped;
 use super::{ApiError, Caller, State};
+
+/// `{"reason": "…"}` bodies are tiny.
+const REASON_BODY_MAX: usize = 1024;
 use crate::party::{self, Credential, NewParty};
 use crate::pki::lifecycle::{self, Transition};
 use crate::pki::{cert::normalize_serial, Reason};
@@ -202,8 +206,9 @@ async fn revoke_cert(
     state: web::Data<State>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_capped(body, REASON_BODY_MAX).await?;
     let reason = parse_reason(&body, Reason::Unspecified)?;
     cert_transition(state, caller, path.into_inner(), Transition::Revoke(reason)).await
 }
@@ -312,8 +317,9 @@ async fn revoke_party(
     state: web::Data<State>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_capped(body, REASON_BODY_MAX).await?;
     let reason = parse_reason(&body, party::default_reason())?;
     party_transition(state, caller, path.into_inner(), Transition::Revoke(reason)).await
 }

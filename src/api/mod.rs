@@ -96,8 +96,94 @@ fn payload_config(limit: usize) -> web::PayloadConfig {
     web::PayloadConfig::new(limit)
 }
 
-async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::coded("not_found", "no such resource"))
+/// Every route the service answers (method, path pattern). The OpenAPI
+/// document lists exactly these, and a test checks both against the app.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("GET", "/pki/ca.pem"),
+    ("GET", "/pki/transport.pem"),
+    ("GET", "/pki/display.pem"),
+    ("GET", "/pki/audit.pem"),
+    ("GET", "/pki/crl"),
+    ("POST", "/pki/ocsp"),
+    ("POST", "/v1/admin/subscribers"),
+    ("GET", "/v1/admin/subscribers/{msisdn}"),
+    ("POST", "/v1/admin/subscribers/{msisdn}/block"),
+    ("POST", "/v1/admin/subscribers/{msisdn}/unblock"),
+    ("POST", "/v1/admin/subscribers/{msisdn}/disconnect"),
+    ("POST", "/v1/admin/subscribers/{msisdn}/renew"),
+    ("POST", "/v1/admin/certificates/{serial}/revoke"),
+    ("POST", "/v1/admin/certificates/{serial}/suspend"),
+    ("POST", "/v1/admin/certificates/{serial}/resume"),
+    ("POST", "/v1/admin/parties"),
+    ("GET", "/v1/admin/parties/{party_id}"),
+    ("POST", "/v1/admin/parties/{party_id}/suspend"),
+    ("POST", "/v1/admin/parties/{party_id}/resume"),
+    ("POST", "/v1/admin/parties/{party_id}/revoke"),
+    ("GET", "/v1/audit/events"),
+    ("GET", "/v1/audit/checkpoints"),
+    ("POST", "/v1/fsp/messages"),
+    ("GET", "/v1/fsp/requests/{id}"),
+    ("POST", "/v1/gateway/authorize"),
+    ("POST", "/v1/handset/activate"),
+    ("POST", "/v1/handset/pin"),
+    ("GET", "/v1/handset/requests"),
+    ("GET", "/v1/handset/requests/{id}"),
+    ("POST", "/v1/handset/requests/{id}/authorize"),
+    ("POST", "/v1/handset/requests/{id}/decline"),
+];
+
+/// The methods `ROUTES` allows on `path` (empty: no such resource).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let mut m: Vec<&'static str> = ROUTES
+        .iter()
+        .filter(|(_, pattern)| actix_web::dev::ResourceDef::new(*pattern).is_match(path))
+        .map(|(method, _)| *method)
+        .collect();
+    m.dedup();
+    m
+}
+
+async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    let allowed = allowed_methods(req.path());
+    if allowed.is_empty() {
+        return actix_web::ResponseError::error_response(&ApiError::coded(
+            "not_found",
+            "no such resource",
+        ));
+    }
+    let mut res = actix_web::ResponseError::error_response(&ApiError::coded(
+        "method_not_allowed",
+        format!("allowed: {}", allowed.join(", ")),
+    ));
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+        res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    res
+}
+
+/// The OpenAPI document (docs/openapi.json).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::coded("request.invalid", format!("query: {err}")).into()
+    })
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        ApiError::coded("request.invalid", format!("path: {err}")).into()
+    })
 }
 
 /// Builds the service and binds its listener.
@@ -119,6 +205,9 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
             .app_data(data.clone())
             .app_data(json_config(limit))
             .app_data(payload_config(limit))
+            .app_data(query_config())
+            .app_data(path_config())
+            .route("/openapi.json", web::get().to(openapi))
             .wrap(middleware::from_fn(metrics::observe))
             .wrap(
                 middleware::DefaultHeaders::new()
@@ -174,7 +263,8 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
 }
 
 /// Periodic work while serving: signed audit checkpoints and the expiry
-/// sweeper (requests that outlived their TTL become `expired`).
+/// sweeper (requests that outlived their TTL and certificates past their
+/// notAfter become `expired`).
 pub async fn background(state: web::Data<State>) {
     tokio::join!(checkpoints(state.clone()), sweeper(state));
 }
@@ -212,12 +302,16 @@ async fn sweeper(state: web::Data<State>) {
     loop {
         tick.tick().await;
         let app = state.app.clone();
-        match state
-            .blocking(move || Ok(crate::signing::expire_overdue(&app)?))
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "signing requests expired"),
+        let res = state
+            .blocking(move || {
+                let requests = crate::signing::expire_overdue(&app)?;
+                let certs = crate::pki::lifecycle::expire_certificates(&app)?;
+                Ok((requests, certs))
+            })
+            .await;
+        match res {
+            Ok((0, 0)) => {}
+            Ok((r, c)) => tracing::info!(requests = r, certificates = c, "expired"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
     }

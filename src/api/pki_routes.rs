@@ -20,11 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/pki/display.pem", web::get().to(display))
         .route("/pki/audit.pem", web::get().to(audit))
         .route("/pki/crl", web::get().to(crl))
-        .service(
-            web::resource("/pki/ocsp")
-                .app_data(web::PayloadConfig::new(OCSP_MAX_REQUEST_BYTES))
-                .route(web::post().to(ocsp)),
-        );
+        .route("/pki/ocsp", web::post().to(ocsp));
 }
 
 fn pem(body: String) -> HttpResponse {
@@ -83,7 +79,8 @@ async fn crl(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
 
 /// RFC 6960 over HTTP POST (Appendix A.1). Always answers 200 with an
 /// `OCSPResponse`; failures are OCSP statuses, not HTTP errors.
-async fn ocsp(state: web::Data<State>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn ocsp(state: web::Data<State>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let body = super::body::read_capped(payload, OCSP_MAX_REQUEST_BYTES).await?;
     let now = state.now();
     let validity = seconds(state.app.cfg.file.pki.ocsp_next_update_seconds);
     let app = state.app.clone();

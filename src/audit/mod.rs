@@ -22,7 +22,9 @@ use crate::store::audit_rows::{self, EventRow};
 use crate::store::{DbConn, StoreError};
 
 pub use checkpoint::{checkpoint_message, make_checkpoint, verify_checkpoint_sig, Checkpoint};
-pub use verify::{verify_lines, verify_store, VerifyError, VerifyFailure, VerifyReport};
+pub use verify::{
+    parse_held_checkpoints, verify_lines, verify_store, VerifyError, VerifyFailure, VerifyReport,
+};
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -151,7 +151,14 @@ impl From<crate::store::StoreError> for VerifyError {
 }
 
 /// Verifies the chain in the database and every stored checkpoint.
-pub fn verify_store(store: &Store, key: &PKey<Public>) -> Result<VerifyReport, VerifyError> {
+/// Verifies the chain in the database, every stored checkpoint, and the
+/// checkpoints an auditor kept (`held`): those catch a log cut after its
+/// last stored checkpoint, which the database alone cannot show.
+pub fn verify_store(
+    store: &Store,
+    key: &PKey<Public>,
+    held: &[Checkpoint],
+) -> Result<VerifyReport, VerifyError> {
     let mut chain = Chain::new();
     let mut after = 0;
     loop {
@@ -169,12 +176,18 @@ pub fn verify_store(store: &Store, key: &PKey<Public>) -> Result<VerifyReport, V
         .into_iter()
         .map(Checkpoint::from)
         .collect();
-    chain.check_checkpoints(&cps, key)?;
-    Ok(chain.report(cps.len()))
+    let n = cps.len();
+    let all: Vec<Checkpoint> = cps.into_iter().chain(held.iter().cloned()).collect();
+    chain.check_checkpoints(&all, key)?;
+    Ok(chain.report(n))
 }
 
 /// Verifies an export (JSON lines of events and `{"checkpoint":…}` lines).
-pub fn verify_lines(reader: impl BufRead, key: &PKey<Public>) -> Result<VerifyReport, VerifyError> {
+pub fn verify_lines(
+    reader: impl BufRead,
+    key: &PKey<Public>,
+    held: &[Checkpoint],
+) -> Result<VerifyReport, VerifyError> {
     let mut chain = Chain::new();
     let mut cps = Vec::new();
     for (n, line) in reader.lines().enumerate() {
@@ -194,8 +207,41 @@ pub fn verify_lines(reader: impl BufRead, key: &PKey<Public>) -> Result<VerifyRe
             }
         }
     }
+    let n = cps.len();
+    cps.extend(held.iter().cloned());
     chain.check_checkpoints(&cps, key)?;
-    Ok(chain.report(cps.len()))
+    Ok(chain.report(n))
+}
+
+/// Checkpoints an auditor kept: the JSON of `GET /v1/audit/checkpoints`
+/// (`{"checkpoints":[…]}`), a JSON array, or JSON lines (bare checkpoints or
+/// `{"checkpoint":…}` lines of an export).
+pub fn parse_held_checkpoints(text: &str) -> Result<Vec<Checkpoint>, String> {
+    #[derive(serde::Deserialize)]
+    struct Wrapped {
+        checkpoints: Vec<Checkpoint>,
+    }
+    if let Ok(w) = serde_json::from_str::<Wrapped>(text) {
+        return Ok(w.checkpoints);
+    }
+    if let Ok(v) = serde_json::from_str::<Vec<Checkpoint>>(text) {
+        return Ok(v);
+    }
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<ExportLine>(line) {
+            Ok(ExportLine::Checkpoint { checkpoint }) => out.push(checkpoint),
+            Ok(ExportLine::Event(_)) => {}
+            Err(_) => match serde_json::from_str::<Checkpoint>(line) {
+                Ok(c) => out.push(c),
+                Err(e) => return Err(format!("line {}: {e}", n + 1)),
+            },
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

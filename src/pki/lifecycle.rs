@@ -118,3 +118,37 @@ pub fn require_usable(row: &CertRow, now: OffsetDateTime) -> DomainResult<()> {
         )),
     }
 }
+
+/// Marks active certificates past their notAfter `expired`, each with a
+/// `cert.expired` event (run periodically while serving). Returns how many.
+pub fn expire_certificates(app: &crate::app::App) -> DomainResult<usize> {
+    let now = app.clock.now();
+    let t = now.unix_timestamp();
+    let rows = app.store.read(|c| certs::past_not_after(c, t, 500))?;
+    let mut n = 0;
+    for row in rows {
+        let done = app.store.write(|c| -> DomainResult<bool> {
+            let Some(cur) = certs::get(c, &row.serial)? else {
+                return Ok(false);
+            };
+            if cur.status != "active" || cur.not_after >= t {
+                return Ok(false);
+            }
+            certs::set_status(c, &row.serial, "expired", None, None)?;
+            mirror_identity_status(c, &row.serial, "expired")?;
+            crate::audit::append(
+                c,
+                now,
+                NewEvent::new(
+                    &Actor::System,
+                    "cert.expired",
+                    Some(row.serial.clone()),
+                    json!({ "purpose": row.purpose, "owner": row.owner }),
+                ),
+            )?;
+            Ok(true)
+        })?;
+        n += usize::from(done);
+    }
+    Ok(n)
+}

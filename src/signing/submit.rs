@@ -100,7 +100,7 @@ pub fn submit(
                 actor,
                 "request.rejected",
                 None,
-                json!({ "code": code, "reason": detail.chars().take(200).collect::<String>(), "fsp": fsp_party }),
+                json!({ "problem": code, "reason": detail.chars().take(200).collect::<String>(), "fsp": fsp_party }),
             );
             if let Err(e) = app.store.write(|c| audit::append(c, now, ev)) {
                 tracing::error!(error = %e, "cannot audit a rejected submission");

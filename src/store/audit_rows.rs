@@ -74,7 +74,11 @@ pub fn list(conn: &mut DbConn, f: &EventFilter) -> DbResult<Vec<EventRow>> {
     }
     if let Some(a) = &f.action {
         if let Some(prefix) = a.strip_suffix('*') {
-            q = q.filter(audit_events::action.like(format!("{}%", escape_like(prefix))));
+            q = q.filter(
+                audit_events::action
+                    .like(format!("{}%", escape_like(prefix)))
+                    .escape('\\'),
+            );
         } else {
             q = q.filter(audit_events::action.eq(a.clone()));
         }

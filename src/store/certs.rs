@@ -112,3 +112,13 @@ pub fn set_status(
     }
     Ok(n)
 }
+
+/// Active certificates whose notAfter has passed (at most `limit`).
+pub fn past_not_after(conn: &mut DbConn, now: i64, limit: i64) -> DbResult<Vec<CertRow>> {
+    Ok(certificates::table
+        .filter(certificates::status.eq("active"))
+        .filter(certificates::not_after.lt(now))
+        .limit(limit)
+        .select(CertRow::as_select())
+        .load(conn)?)
+}

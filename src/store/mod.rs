@@ -165,6 +165,16 @@ impl Store {
         applied.map_err(|e| StoreError::Migration(e.to_string()))
     }
 
+    /// How many migrations the database has applied (0: never initialised).
+    pub fn applied_migrations(&self) -> DbResult<usize> {
+        let mut c = self.conn()?;
+        let applied = match &mut *c {
+            DbConn::Sqlite(c) => c.applied_migrations().map(|v| v.len()),
+            DbConn::Pg(c) => c.applied_migrations().map(|v| v.len()),
+        };
+        applied.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
     pub fn has_pending_migrations(&self) -> DbResult<bool> {
         let mut c = self.conn()?;
         let pending = match &mut *c {

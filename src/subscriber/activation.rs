@@ -100,8 +100,9 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         ));
     }
 
-    // Expensive work before the short transaction: the code's keyed hash,
-    // the PIN verifier, and (when needed) a key and certificate.
+    // Work that does not depend on the outcome, before the transaction: the
+    // code's keyed hash and the PIN verifier. The key and certificate are
+    // made inside it, only once the code is known to be right.
     let candidate = activation_hash(app, &s.id, &p.code)?;
     let mut salt = [0u8; 16];
     openssl::rand::rand_bytes(&mut salt).map_err(|e| reject("internal", e.to_string()))?;

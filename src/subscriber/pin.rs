@@ -62,14 +62,19 @@ pub struct PinHasher {
 }
 
 impl PinHasher {
-    pub fn new(cfg: &crate::config::PinSection, pepper: KeyId) -> Result<PinHasher, String> {
-        let params = Params::new(
+    /// The argon2id parameters of `cfg`, checked.
+    pub fn params(cfg: &crate::config::PinSection) -> Result<Params, String> {
+        Params::new(
             cfg.argon2_memory_kib,
             cfg.argon2_iterations,
             cfg.argon2_parallelism,
             Some(32),
         )
-        .map_err(|e| format!("argon2 parameters: {e}"))?;
+        .map_err(|e| format!("argon2 parameters: {e}"))
+    }
+
+    pub fn new(cfg: &crate::config::PinSection, pepper: KeyId) -> Result<PinHasher, String> {
+        let params = Self::params(cfg)?;
         let hist = |name: &str, help: &str| {
             prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help).buckets(
                 vec![

@@ -101,3 +101,27 @@ async fn contract_client_activates_a_subscriber() {
     );
     s.stop().await;
 }
+
+/// Issue 4's outside view: merchant and FSP registered by CSR, an iMS
+/// signed over M and F, the handset's trusted dialog, the PIN block, the
+/// signature over C checked with `openssl dgst -verify`, the FSP's signed iMS.
+#[actix_web::test]
+async fn contract_client_runs_the_whole_signing_flow() {
+    if !python_ready() {
+        return;
+    }
+    let env = Env::new(Db::Sqlite, "contract_client_full").unwrap();
+    env.init();
+    let s = Served::start(&env);
+    let text = run_scenario(&env, &s, "full").await;
+    for needle in [
+        "dtbs_sha256 equals our own",
+        "display_sig verifies with /pki/display.pem",
+        "Verified OK",
+        "from/sign is the signature returned to the handset",
+        "ims.replay",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    s.stop().await;
+}

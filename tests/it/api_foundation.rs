@@ -70,6 +70,44 @@ async fn health_metrics_and_pki(db: Db) {
     ] {
         assert!(text.contains(m), "missing {m} in metrics:\n{text}");
     }
+    // A known path with the wrong method: 405 with Allow.
+    let res = anon.delete(s.url("/pki/crl")).send().await.unwrap();
+    let allow = res
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (st, ct, body) = json_of(res).await;
+    assert_eq!(
+        (st, ct.as_str(), body["code"].as_str()),
+        (405, "application/problem+json", Some("method_not_allowed"))
+    );
+    assert_eq!(allow, "GET");
+    let (st, _, body) = json_of(anon.get(s.url("/pki/ocsp")).send().await.unwrap()).await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    // The OpenAPI document is served and names exactly the routes.
+    let (st, _, doc) = json_of(anon.get(s.url("/openapi.json")).send().await.unwrap()).await;
+    assert_eq!(st, 200);
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let served: std::collections::BTreeSet<(String, String)> = tmcs::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        documented, served,
+        "docs/openapi.json and api::ROUTES disagree"
+    );
     let (st, ct, body) = json_of(anon.get(s.url("/no/such/thing")).send().await.unwrap()).await;
     assert_eq!(
         (st, ct.as_str(), body["code"].as_str()),
@@ -182,6 +220,24 @@ async fn roles_are_enforced_per_prefix(db: Db) {
     )
     .await;
     assert_eq!((st, body["code"].as_str()), (400, Some("request.invalid")));
+    for q in ["limit=abc", "nonsense=1"] {
+        let url = s.url(&format!("/v1/audit/events?{q}"));
+        let (st, ct, body) = json_of(s.as_client("auditor").get(url).send().await.unwrap()).await;
+        assert_eq!(
+            (st, ct.as_str(), body["code"].as_str()),
+            (400, "application/problem+json", Some("request.invalid")),
+            "{q}"
+        );
+    }
+    // Prefix filters treat `_` literally on both backends.
+    let url = s.url("/v1/audit/events?action=cert.key_*&limit=100");
+    let (st, _, body) = json_of(s.as_client("auditor").get(url).send().await.unwrap()).await;
+    assert_eq!(st, 200);
+    let events = body["events"].as_array().unwrap();
+    assert!(
+        !events.is_empty() && events.iter().all(|e| e["action"] == "cert.key_generated"),
+        "{body}"
+    );
     let (st, _, _) = json_of(
         s.as_client("operator")
             .get(s.url("/v1/admin/subscribers/12345"))

@@ -24,7 +24,7 @@ fn concurrent_writers_build_one_chain(db: Db) {
     env.init();
     let app = env.app();
     let key = app.pki.audit_public_key().unwrap();
-    let before = audit::verify_store(&app.store, &key).unwrap().events;
+    let before = audit::verify_store(&app.store, &key, &[]).unwrap().events;
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let store = app.store.clone();
@@ -49,7 +49,7 @@ fn concurrent_writers_build_one_chain(db: Db) {
     for t in threads {
         t.join().unwrap();
     }
-    let report = audit::verify_store(&app.store, &key).unwrap();
+    let report = audit::verify_store(&app.store, &key, &[]).unwrap();
     assert_eq!(report.events, before + 200);
     let cp = audit::make_checkpoint(&app.store, &app.hsm, &app.pki.keys.audit, env.now())
         .unwrap()
@@ -61,7 +61,9 @@ fn concurrent_writers_build_one_chain(db: Db) {
             .is_none()
     );
     assert_eq!(
-        audit::verify_store(&app.store, &key).unwrap().checkpoints,
+        audit::verify_store(&app.store, &key, &[])
+            .unwrap()
+            .checkpoints,
         2
     );
 }
@@ -74,13 +76,13 @@ fn tampering_is_caught_and_named(db: Db) {
     env.init();
     let app = env.app();
     let key = app.pki.audit_public_key().unwrap();
-    assert!(audit::verify_store(&app.store, &key).is_ok());
+    assert!(audit::verify_store(&app.store, &key, &[]).is_ok());
 
     raw(
         &app,
         "UPDATE audit_events SET action = 'cert.forged' WHERE seq = 7",
     );
-    let err = audit::verify_store(&app.store, &key).unwrap_err();
+    let err = audit::verify_store(&app.store, &key, &[]).unwrap_err();
     assert!(err.to_string().contains("seq 7"), "{err}");
 }
 on_both_backends!(audit_change_is_named, tampering_is_caught_and_named);
@@ -96,15 +98,15 @@ fn deletion_and_reordering_are_caught(db: Db) {
     raw(&app, "UPDATE audit_events SET seq = -1 WHERE seq = 4");
     raw(&app, "UPDATE audit_events SET seq = 4 WHERE seq = 5");
     raw(&app, "UPDATE audit_events SET seq = 5 WHERE seq = -1");
-    let err = audit::verify_store(&app.store, &key).unwrap_err();
+    let err = audit::verify_store(&app.store, &key, &[]).unwrap_err();
     assert!(err.to_string().contains("seq 4"), "{err}");
     // Put it back, then delete one.
     raw(&app, "UPDATE audit_events SET seq = -1 WHERE seq = 4");
     raw(&app, "UPDATE audit_events SET seq = 4 WHERE seq = 5");
     raw(&app, "UPDATE audit_events SET seq = 5 WHERE seq = -1");
-    assert!(audit::verify_store(&app.store, &key).is_ok());
+    assert!(audit::verify_store(&app.store, &key, &[]).is_ok());
     raw(&app, "DELETE FROM audit_events WHERE seq = 9");
-    let err = audit::verify_store(&app.store, &key).unwrap_err();
+    let err = audit::verify_store(&app.store, &key, &[]).unwrap_err();
     assert!(err.to_string().contains("seq 9"), "{err}");
 }
 on_both_backends!(
@@ -119,9 +121,9 @@ fn truncation_behind_a_checkpoint_is_caught(db: Db) {
     env.init();
     let app = env.app();
     let key = app.pki.audit_public_key().unwrap();
-    let n = audit::verify_store(&app.store, &key).unwrap().events;
+    let n = audit::verify_store(&app.store, &key, &[]).unwrap().events;
     raw(&app, &format!("DELETE FROM audit_events WHERE seq = {n}"));
-    let err = audit::verify_store(&app.store, &key).unwrap_err();
+    let err = audit::verify_store(&app.store, &key, &[]).unwrap_err();
     assert!(err.to_string().contains(&format!("seq {n}")), "{err}");
 }
 on_both_backends!(
@@ -148,3 +150,63 @@ fn secrets_never_reach_the_chain() {
         .unwrap_err();
     assert!(matches!(err, audit::AuditError::SecretInDetails(_)));
 }
+
+/// A log cut after its last stored checkpoint (with that checkpoint removed
+/// too) still chains; an auditor's copy of the checkpoint catches it.
+fn cut_tail_is_caught_by_a_held_checkpoint(db: Db) {
+    let Some(env) = Env::new(db, "cut_tail_held_checkpoint") else {
+        return;
+    };
+    env.init();
+    let app = env.app();
+    let key = app.pki.audit_public_key().unwrap();
+    let first = audit::verify_store(&app.store, &key, &[]).unwrap().events;
+    for i in 0..5 {
+        let ev = NewEvent::new(&Actor::System, "test.tail", None, json!({ "i": i }));
+        app.store
+            .write(|c| audit::append(c, env.now(), ev))
+            .unwrap();
+    }
+    let held = audit::make_checkpoint(&app.store, &app.hsm, &app.pki.keys.audit, env.now())
+        .unwrap()
+        .unwrap();
+    raw(
+        &app,
+        &format!("DELETE FROM audit_events WHERE seq > {first}"),
+    );
+    raw(
+        &app,
+        &format!("DELETE FROM audit_checkpoints WHERE seq = {}", held.seq),
+    );
+    assert!(
+        audit::verify_store(&app.store, &key, &[]).is_ok(),
+        "the database alone cannot see this"
+    );
+    let err = audit::verify_store(&app.store, &key, std::slice::from_ref(&held)).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("seq {}", first + 1)),
+        "{err}"
+    );
+    // A forged held checkpoint is refused, not trusted.
+    let forged = audit::Checkpoint {
+        seq: 1,
+        ..held.clone()
+    };
+    let err = audit::verify_store(&app.store, &key, &[forged]).unwrap_err();
+    assert!(err.to_string().contains("signature"), "{err}");
+    // The held file formats parse.
+    let api_json = serde_json::json!({ "checkpoints": [held.clone()] }).to_string();
+    assert_eq!(
+        audit::parse_held_checkpoints(&api_json).unwrap(),
+        vec![held.clone()]
+    );
+    let line = serde_json::to_string(&audit::ExportLine::Checkpoint {
+        checkpoint: held.clone(),
+    })
+    .unwrap();
+    assert_eq!(audit::parse_held_checkpoints(&line).unwrap(), vec![held]);
+}
+on_both_backends!(
+    audit_cut_tail_with_held_checkpoint,
+    cut_tail_is_caught_by_a_held_checkpoint
+);

@@ -59,6 +59,22 @@ fn unknown_config_key_exits_2() {
     assert!(stderr(&o).contains("surprise"), "{}", stderr(&o));
     let o = tmcs(&d.path().join("data"), &["no-such-command"]);
     assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("error: "));
+    // Settings other layers interpret are configuration errors too.
+    std::fs::write(&cfg, "[policy.currencies.EUR]\nsmall_max = \"50\"\nmedium_max = \"1000.00\"\nper_payment_max = \"10000.00\"\ndaily_max = \"20000.00\"\n").unwrap();
+    let o = tmcs(
+        &d.path().join("data"),
+        &["--config", cfg.to_str().unwrap(), "serve"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("small_max"), "{}", stderr(&o));
+    std::fs::write(&cfg, "[pin]\nargon2_memory_kib = 1\n").unwrap();
+    let o = tmcs(
+        &d.path().join("data"),
+        &["--config", cfg.to_str().unwrap(), "serve"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]

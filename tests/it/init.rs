@@ -107,7 +107,7 @@ fn init_creates_everything_once(db: Db) {
     );
     // And the audit chain with its checkpoint verifies.
     let key = app.pki.audit_public_key().unwrap();
-    let report = tmcs::audit::verify_store(&app.store, &key).unwrap();
+    let report = tmcs::audit::verify_store(&app.store, &key, &[]).unwrap();
     assert!(report.events >= 20 && report.checkpoints == 1, "{report:?}");
 }
 on_both_backends!(

@@ -315,7 +315,7 @@ async fn whole_life_of_one_certificate(db: Db) {
     assert!(served
         .iter()
         .all(|c| tmcs::audit::verify_checkpoint_sig(c, &key)));
-    assert!(tmcs::audit::verify_store(&s.app.store, &key).is_ok());
+    assert!(tmcs::audit::verify_store(&s.app.store, &key, &[]).is_ok());
 
     // The auditor may not write anything.
     for (path, body) in [
@@ -622,3 +622,64 @@ on_both_backends_async!(
     concurrent_wrong_pins,
     concurrent_wrong_pins_respect_the_limit
 );
+
+/// Past notAfter a certificate becomes `expired` (with `cert.expired`), and
+/// the signing path refuses it.
+async fn certificates_expire(db: Db) {
+    let Some(env) = Env::new(db, "certificates_expire") else {
+        return;
+    };
+    env.init();
+    let s = Served::start(&env);
+    let msisdn = random_msisdn();
+    let (_h, pem) = s.active_subscriber(&msisdn, PIN).await;
+    let serial = tmcs::pki::CertInfo::from_pem(&pem).unwrap().serial_hex;
+    assert_eq!(
+        tmcs::pki::lifecycle::expire_certificates(&s.app).unwrap(),
+        0
+    );
+    env.clock.advance(time::Duration::days(800));
+    let n = tmcs::pki::lifecycle::expire_certificates(&s.app).unwrap();
+    assert!(n >= 1);
+    let row = s
+        .app
+        .store
+        .read(|c| tmcs::store::certs::get(c, &serial))
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "expired");
+    let events = s
+        .app
+        .store
+        .read(|c| {
+            tmcs::store::audit_rows::list(
+                c,
+                &tmcs::store::audit_rows::EventFilter {
+                    subject: Some(serial.clone()),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(events.last().unwrap().action, "cert.expired");
+    let sub = s
+        .app
+        .store
+        .read(|c| tmcs::store::subscribers::by_msisdn(c, &msisdn))
+        .unwrap()
+        .unwrap();
+    let err = s
+        .app
+        .store
+        .read(|c| tmcs::subscriber::signing_key(c, &sub.id, env.now()))
+        .unwrap_err();
+    assert_eq!(err.code(), Some("certificate.not_active"));
+    // Nothing left to expire.
+    assert_eq!(
+        tmcs::pki::lifecycle::expire_certificates(&s.app).unwrap(),
+        0
+    );
+    s.stop().await;
+}
+on_both_backends_async!(certificate_expiry, certificates_expire);
