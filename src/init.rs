@@ -21,6 +21,10 @@ use crate::hsm::{softhsm, EcUsage, Hsm, HsmMetrics, KeyId};
 use crate::pki::{self, names, CertInfo, CertSpec, LoadedCert, PkiSettings};
 use crate::store::{certs, clients, keys, Store};
 
+/// `tmcs init` renews server and bootstrap-client certificates this close to
+/// their notAfter (the CA certificates are long-lived and renewed by hand).
+pub const RENEW_BEFORE_DAYS: i64 = 30;
+
 /// The bootstrap mTLS clients: file name → role.
 pub const BOOTSTRAP_CLIENTS: &[(&str, &str)] = &[
     ("operator", "operator"),
@@ -379,7 +383,7 @@ impl Ctx<'_> {
             (names::AUDIT, "audit", "tmcs audit checkpoint key"),
             (names::OCSP, "ocsp", "tmcs OCSP responder"),
         ] {
-            if self.current(name)?.is_some() {
+            if self.current(name)?.is_some_and(|c| self.fresh(&c)) {
                 continue;
             }
             let key = self.key(name)?;
@@ -424,6 +428,12 @@ impl Ctx<'_> {
         Ok(info)
     }
 
+    /// Whether `cert` is good for longer than the renewal window; a re-run of
+    /// `tmcs init` renews end-entity certificates that are not.
+    fn fresh(&self, cert: &LoadedCert) -> bool {
+        cert.info.not_after - self.clock.now() > time::Duration::days(RENEW_BEFORE_DAYS)
+    }
+
     /// Whether `key_path` holds the private key of `cert`.
     fn key_matches(cert: &LoadedCert, key_path: &Path) -> bool {
         let Ok(pem) = std::fs::read(key_path) else {
@@ -438,7 +448,7 @@ impl Ctx<'_> {
     fn ensure_tls_server(&mut self) -> Result<(), AppError> {
         let (cert_path, key_path) = (self.cfg.tls_cert.clone(), self.cfg.tls_key.clone());
         if let Some(cur) = self.current(names::TLS_SERVER)? {
-            if Self::key_matches(&cur, &key_path) {
+            if Self::key_matches(&cur, &key_path) && self.fresh(&cur) {
                 let (ca, _) = self.issuing()?;
                 let want = format!("{}{}", cur.info.pem, ca.info.pem);
                 fsutil::write_if_changed(&cert_path, want.as_bytes(), 0o644)
@@ -467,7 +477,7 @@ impl Ctx<'_> {
         let current_name = format!("client:{name}");
         let previous = self.current(&current_name)?;
         if let Some(cur) = &previous {
-            if Self::key_matches(cur, &key_path) {
+            if Self::key_matches(cur, &key_path) && self.fresh(cur) {
                 fsutil::write_if_changed(&cert_path, cur.info.pem.as_bytes(), 0o644)
                     .map_err(io_err(&cert_path))?;
                 return Ok(());

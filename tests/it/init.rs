@@ -160,3 +160,41 @@ on_both_backends!(
     lost_client_key_is_reissued,
     lost_client_key_is_reissued_and_the_old_certificate_revoked
 );
+
+fn init_renews_certificates_close_to_expiry(db: Db) {
+    let Some(env) = Env::new(db, "init_renews_certificates") else {
+        return;
+    };
+    env.init();
+    let app = env.app();
+    let ocsp_before = app.pki.ocsp.info.serial_hex.clone();
+    drop(app);
+    // The OCSP responder certificate (365 days) is the first to come due.
+    env.clock.advance(time::Duration::days(340));
+    let report = env.init();
+    assert!(
+        report
+            .created
+            .iter()
+            .any(|c| c.contains("certificate ocsp")),
+        "{:?}",
+        report.created
+    );
+    assert!(
+        !report
+            .created
+            .iter()
+            .any(|c| c.contains("certificate root-ca")),
+        "{:?}",
+        report.created
+    );
+    let app = env.app();
+    assert_ne!(app.pki.ocsp.info.serial_hex, ocsp_before);
+    assert!(app.pki.ocsp.info.not_after - env.now() > time::Duration::days(300));
+    // And a run right after changes nothing.
+    assert!(env.init().created.is_empty());
+}
+on_both_backends!(
+    init_renews_due_certificates,
+    init_renews_certificates_close_to_expiry
+);
