@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::fsutil;
 use crate::hsm::{Hsm, HsmError, HsmMetrics, HsmSettings};
 use crate::pki::{Pki, PkiError, PkiSettings, Profiles};
-use crate::store::{Store, StoreError, StoreSettings};
 use crate::signing::Policy;
+use crate::store::{Store, StoreError, StoreSettings};
 use crate::subscriber::pin::PinHasher;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,8 @@ use super::ApiError;
 pub async fn read_capped(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::coded("request.malformed", "the request body cannot be read"))?;
+        let chunk = chunk
+            .map_err(|_| ApiError::coded("request.malformed", "the request body cannot be read"))?;
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::coded(
                 "payload.too_large",

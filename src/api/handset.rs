@@ -13,8 +13,8 @@ use zeroize::Zeroizing;
 
 use super::{ApiError, State};
 use crate::audit::{self, Actor, NewEvent};
-use crate::store::subscribers;
 use crate::signing;
+use crate::store::subscribers;
 use crate::subscriber::{self, ActivateRequest};
 
 /// Allowed distance between the header's `ts` and our clock.

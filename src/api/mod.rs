@@ -7,10 +7,10 @@
 
 mod admin;
 mod auditor;
+pub mod auth;
 mod body;
 mod fsp;
 mod gateway;
-pub mod auth;
 mod handset;
 mod health;
 mod metrics;
@@ -188,8 +188,13 @@ async fn checkpoints(state: web::Data<State>) {
         let app = state.app.clone();
         let res = state
             .blocking(move || {
-                crate::audit::make_checkpoint(&app.store, &app.hsm, &app.pki.keys.audit, app.clock.now())
-                    .map_err(ApiError::internal)
+                crate::audit::make_checkpoint(
+                    &app.store,
+                    &app.hsm,
+                    &app.pki.keys.audit,
+                    app.clock.now(),
+                )
+                .map_err(ApiError::internal)
             })
             .await;
         match res {
@@ -206,7 +211,10 @@ async fn sweeper(state: web::Data<State>) {
     loop {
         tick.tick().await;
         let app = state.app.clone();
-        match state.blocking(move || Ok(crate::signing::expire_overdue(&app)?)).await {
+        match state
+            .blocking(move || Ok(crate::signing::expire_overdue(&app)?))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "signing requests expired"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),

@@ -29,9 +29,19 @@ pub struct Signed {
 }
 
 /// `POST /v1/handset/requests/{id}/authorize`.
-pub fn authorize_handset(app: &App, subscriber_id: &str, request_id: &str, pin_block: &str) -> DomainResult<Signed> {
+pub fn authorize_handset(
+    app: &App,
+    subscriber_id: &str,
+    request_id: &str,
+    pin_block: &str,
+) -> DomainResult<Signed> {
     let actor = Actor::Subscriber(subscriber_id.to_string());
-    let plain = pinblock::open(&app.hsm, &app.pki.keys.transport, &app.pki.transport.point, pin_block)?;
+    let plain = pinblock::open(
+        &app.hsm,
+        &app.pki.keys.transport,
+        &app.pki.transport.point,
+        pin_block,
+    )?;
     let p = pinblock::parse_auth(&plain)?;
     let row = load_pending_for(app, subscriber_id, request_id)?;
     let bound = p.request_id == row.id
@@ -43,7 +53,12 @@ pub fn authorize_handset(app: &App, subscriber_id: &str, request_id: &str, pin_b
             audit::append(
                 c,
                 now,
-                NewEvent::new(&actor, "request.sad_mismatch", Some(subject(&row.id)), json!({ "channel": "handset" })),
+                NewEvent::new(
+                    &actor,
+                    "request.sad_mismatch",
+                    Some(subject(&row.id)),
+                    json!({ "channel": "handset" }),
+                ),
             )
         })?;
         return Err(reject(
@@ -55,7 +70,13 @@ pub fn authorize_handset(app: &App, subscriber_id: &str, request_id: &str, pin_b
 }
 
 /// `POST /v1/gateway/authorize`: USSD/SMS without an app, tier `small` only.
-pub fn authorize_gateway(app: &App, actor: &Actor, msisdn: &str, request_id: &str, pin: &str) -> DomainResult<Signed> {
+pub fn authorize_gateway(
+    app: &App,
+    actor: &Actor,
+    msisdn: &str,
+    request_id: &str,
+    pin: &str,
+) -> DomainResult<Signed> {
     let pin = Zeroizing::new(pin.to_string());
     let s = app
         .store
@@ -76,13 +97,23 @@ pub fn authorize_gateway(app: &App, actor: &Actor, msisdn: &str, request_id: &st
                 ),
             )
         })?;
-        return Err(reject("auth.forbidden", "the gateway may only authorise tier small"));
+        return Err(reject(
+            "auth.forbidden",
+            "the gateway may only authorise tier small",
+        ));
     }
     sign_once(app, actor, &s.id, row, &pin, "gateway")
 }
 
 /// PIN check + claim in one transaction, then one HSM signature, stored.
-fn sign_once(app: &App, actor: &Actor, subscriber_id: &str, row: RequestRow, pin_value: &str, channel: &str) -> DomainResult<Signed> {
+fn sign_once(
+    app: &App,
+    actor: &Actor,
+    subscriber_id: &str,
+    row: RequestRow,
+    pin_value: &str,
+    channel: &str,
+) -> DomainResult<Signed> {
     let s = app
         .store
         .read(|c| subscribers::by_id(c, subscriber_id))?
@@ -90,7 +121,12 @@ fn sign_once(app: &App, actor: &Actor, subscriber_id: &str, row: RequestRow, pin
     match s.state.as_str() {
         subscriber::ACTIVE => {}
         subscriber::BLOCKED => return Err(reject("pin.blocked", "the PIN is blocked")),
-        _ => return Err(reject("subscriber.not_active", "the subscriber is not active")),
+        _ => {
+            return Err(reject(
+                "subscriber.not_active",
+                "the subscriber is not active",
+            ))
+        }
     }
     let salt = s
         .pin_salt
@@ -160,11 +196,22 @@ fn sign_once(app: &App, actor: &Actor, subscriber_id: &str, row: RequestRow, pin
         Err(e) => {
             let now = app.clock.now();
             app.store.write(|c| -> DomainResult<()> {
-                if requests::fail(c, &row.id, super::SIGNING, "hsm.unavailable", now.unix_timestamp())? {
+                if requests::fail(
+                    c,
+                    &row.id,
+                    super::SIGNING,
+                    "hsm.unavailable",
+                    now.unix_timestamp(),
+                )? {
                     audit::append(
                         c,
                         now,
-                        NewEvent::new(&Actor::System, "request.failed", Some(subject(&row.id)), json!({ "error": e.kind() })),
+                        NewEvent::new(
+                            &Actor::System,
+                            "request.failed",
+                            Some(subject(&row.id)),
+                            json!({ "error": e.kind() }),
+                        ),
                     )?;
                 }
                 Ok(())
@@ -196,7 +243,10 @@ fn sign_once(app: &App, actor: &Actor, subscriber_id: &str, row: RequestRow, pin
     if !stored {
         // The claim was taken away (expired by the sweeper): the signature
         // is dropped here and was never given to anyone.
-        return Err(reject("request.expired", "the request expired while signing"));
+        return Err(reject(
+            "request.expired",
+            "the request expired while signing",
+        ));
     }
     Ok(Signed {
         request_id: row.id,
@@ -228,7 +278,13 @@ pub fn decline(app: &App, subscriber_id: &str, request_id: &str) -> DomainResult
         Ok(())
     } else {
         let cur = app.store.read(|c| requests::get(c, &row.id))?;
-        let st = cur.map(|r| expire_if_overdue(app, &r)).transpose()?.unwrap_or_default();
-        Err(reject("request.not_pending", format!("the request is {}", super::public_status(&st))))
+        let st = cur
+            .map(|r| expire_if_overdue(app, &r))
+            .transpose()?
+            .unwrap_or_default();
+        Err(reject(
+            "request.not_pending",
+            format!("the request is {}", super::public_status(&st)),
+        ))
     }
 }

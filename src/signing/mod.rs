@@ -100,7 +100,8 @@ pub fn public_status(status: &str) -> &str {
 }
 
 pub(crate) fn parse_stored(row: &RequestRow) -> DomainResult<ImsMessage> {
-    ImsMessage::parse(row.ims_xml.as_bytes()).map_err(|e| reject("internal", format!("stored iMS: {e}")))
+    ImsMessage::parse(row.ims_xml.as_bytes())
+        .map_err(|e| reject("internal", format!("stored iMS: {e}")))
 }
 
 /// Marks requests past their expiry `expired` (pending ones, and claimed
@@ -119,7 +120,12 @@ pub fn expire_overdue(app: &App) -> DomainResult<usize> {
             audit::append(
                 c,
                 now,
-                NewEvent::new(&Actor::System, "request.expired", Some(subject(&id)), serde_json::json!({ "from": status })),
+                NewEvent::new(
+                    &Actor::System,
+                    "request.expired",
+                    Some(subject(&id)),
+                    serde_json::json!({ "from": status }),
+                ),
             )?;
             Ok(true)
         })?;
@@ -138,7 +144,12 @@ pub(crate) fn expire_if_overdue(app: &App, row: &RequestRow) -> DomainResult<Str
                 audit::append(
                     c,
                     now,
-                    NewEvent::new(&Actor::System, "request.expired", Some(subject(&row.id)), serde_json::json!({ "from": row.status })),
+                    NewEvent::new(
+                        &Actor::System,
+                        "request.expired",
+                        Some(subject(&row.id)),
+                        serde_json::json!({ "from": row.status }),
+                    ),
                 )?;
             }
             Ok(())
@@ -160,7 +171,9 @@ pub struct Listed {
 /// `GET /v1/handset/requests`.
 pub fn pending_for(app: &App, subscriber_id: &str) -> DomainResult<Vec<Listed>> {
     let now = app.clock.now().unix_timestamp();
-    let rows = app.store.read(|c| requests::pending_for(c, subscriber_id, now))?;
+    let rows = app
+        .store
+        .read(|c| requests::pending_for(c, subscriber_id, now))?;
     rows.iter()
         .map(|r| {
             let m = parse_stored(r)?;
@@ -187,7 +200,11 @@ pub struct HandsetView {
 }
 
 /// A request of `subscriber_id` that is still waiting for it.
-pub(crate) fn load_pending_for(app: &App, subscriber_id: &str, id: &str) -> DomainResult<RequestRow> {
+pub(crate) fn load_pending_for(
+    app: &App,
+    subscriber_id: &str,
+    id: &str,
+) -> DomainResult<RequestRow> {
     let row = app
         .store
         .read(|c| requests::get(c, id))?
@@ -196,7 +213,10 @@ pub(crate) fn load_pending_for(app: &App, subscriber_id: &str, id: &str) -> Doma
     match expire_if_overdue(app, &row)?.as_str() {
         PENDING => Ok(row),
         EXPIRED => Err(reject("request.expired", "the request has expired")),
-        other => Err(reject("request.not_pending", format!("the request is {}", public_status(other)))),
+        other => Err(reject(
+            "request.not_pending",
+            format!("the request is {}", public_status(other)),
+        )),
     }
 }
 
@@ -211,7 +231,14 @@ pub fn handset_view(app: &App, subscriber_id: &str, id: &str) -> DomainResult<Ha
         Some(r) => format!("Pay {amount} to {payee} (ref {r})"),
         None => format!("Pay {amount} to {payee}"),
     };
-    let msg = display_message(&row.id, &payee, &amount, &row.verification_code, &row.dtbs_sha256, &expires_at);
+    let msg = display_message(
+        &row.id,
+        &payee,
+        &amount,
+        &row.verification_code,
+        &row.dtbs_sha256,
+        &expires_at,
+    );
     let sig = app.hsm.sign_sha256(&app.pki.keys.display, msg.as_bytes())?;
     Ok(HandsetView {
         request_id: row.id,
@@ -269,7 +296,10 @@ mod tests {
         let vc = verification_code(&d);
         assert_eq!(vc.len(), 4);
         let h = openssl::sha::sha256(&d);
-        assert_eq!(vc, format!("{:04}", (u32::from(h[30]) * 256 + u32::from(h[31])) % 10000));
+        assert_eq!(
+            vc,
+            format!("{:04}", (u32::from(h[30]) * 256 + u32::from(h[31])) % 10000)
+        );
         assert_ne!(verification_code(&openssl::sha::sha256(b"D")), "");
     }
 

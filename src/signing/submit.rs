@@ -40,7 +40,12 @@ fn verify_party(p: &PartyRow, msg: &[u8], sig: &[u8]) -> bool {
 fn usable_party(conn: &mut DbConn, id: &str, kind: &str, now: i64) -> DomainResult<PartyRow> {
     let p = party::get(conn, id)?
         .filter(|p| p.kind == kind)
-        .ok_or_else(|| reject("ims.unknown_party", format!("{id} is not a registered {kind}")))?;
+        .ok_or_else(|| {
+            reject(
+                "ims.unknown_party",
+                format!("{id} is not a registered {kind}"),
+            )
+        })?;
     if p.status != "active" {
         return Err(reject("ims.unknown_party", format!("{id} is {}", p.status)));
     }
@@ -48,7 +53,10 @@ fn usable_party(conn: &mut DbConn, id: &str, kind: &str, now: i64) -> DomainResu
         .map(|c| c.not_before.unix_timestamp() <= now && now <= c.not_after.unix_timestamp())
         .unwrap_or(false);
     if !in_validity {
-        return Err(reject("ims.unknown_party", format!("the certificate of {id} is not valid now")));
+        return Err(reject(
+            "ims.unknown_party",
+            format!("the certificate of {id} is not valid now"),
+        ));
     }
     Ok(p)
 }
@@ -59,7 +67,12 @@ fn payer(conn: &mut DbConn, from: &PartyId) -> DomainResult<SubscriberRow> {
         (None, Some(PartyRole::Person)) => subscribers::by_alias(conn, &from.to_string())?,
         _ => None,
     };
-    found.ok_or_else(|| reject("subscriber.not_found", "the payer is not a registered subscriber"))
+    found.ok_or_else(|| {
+        reject(
+            "subscriber.not_found",
+            "the payer is not a registered subscriber",
+        )
+    })
 }
 
 /// The replay key: (`to.id`, `ref`), or the digest of `M` without a ref.
@@ -70,9 +83,18 @@ fn replay_key(m: &ImsMessage, m_bytes: &[u8]) -> String {
     }
 }
 
-pub fn submit(app: &App, fsp_party: Option<&str>, actor: &Actor, body: &[u8]) -> DomainResult<Submitted> {
+pub fn submit(
+    app: &App,
+    fsp_party: Option<&str>,
+    actor: &Actor,
+    body: &[u8],
+) -> DomainResult<Submitted> {
     match submit_inner(app, fsp_party, actor, body) {
-        Err(DomainError::Rejected { code, detail, attempts_left }) => {
+        Err(DomainError::Rejected {
+            code,
+            detail,
+            attempts_left,
+        }) => {
             let now = app.clock.now();
             let ev = NewEvent::new(
                 actor,
@@ -83,18 +105,30 @@ pub fn submit(app: &App, fsp_party: Option<&str>, actor: &Actor, body: &[u8]) ->
             if let Err(e) = app.store.write(|c| audit::append(c, now, ev)) {
                 tracing::error!(error = %e, "cannot audit a rejected submission");
             }
-            Err(DomainError::Rejected { code, detail, attempts_left })
+            Err(DomainError::Rejected {
+                code,
+                detail,
+                attempts_left,
+            })
         }
         other => other,
     }
 }
 
-fn submit_inner(app: &App, fsp_party: Option<&str>, actor: &Actor, body: &[u8]) -> DomainResult<Submitted> {
+fn submit_inner(
+    app: &App,
+    fsp_party: Option<&str>,
+    actor: &Actor,
+    body: &[u8],
+) -> DomainResult<Submitted> {
     let now = app.clock.now();
     let t = now.unix_timestamp();
     let m = ImsMessage::parse(body).map_err(ims_error)?;
     if m.from_sign.is_some() {
-        return Err(reject("ims.malformed", "from/sign must be empty: tmcs adds it"));
+        return Err(reject(
+            "ims.malformed",
+            "from/sign must be empty: tmcs adds it",
+        ));
     }
     let (Some(s_m), Some(s_f)) = (m.to_sign.clone(), m.fsp_sign.clone()) else {
         return Err(reject("ims.malformed", "to/sign and FSPsign are required"));
@@ -104,46 +138,78 @@ fn submit_inner(app: &App, fsp_party: Option<&str>, actor: &Actor, body: &[u8]) 
     if tier != m.tier {
         return Err(reject(
             "ims.tier_mismatch",
-            format!("an amount of {} is tier {}, not {}", m.amount, tier.as_str(), m.tier.as_str()),
+            format!(
+                "an amount of {} is tier {}, not {}",
+                m.amount,
+                tier.as_str(),
+                m.tier.as_str()
+            ),
         ));
     }
     let limits = policy.limits(&m.amount)?;
     if m.amount.minor() > limits.per_payment_max {
-        return Err(reject("limit.exceeded", "the amount is above the per-payment limit"));
+        return Err(reject(
+            "limit.exceeded",
+            "the amount is above the per-payment limit",
+        ));
     }
     let skew = (t - m.timestamp.unix_timestamp()).abs();
     if skew > policy.max_clock_skew_seconds {
         return Err(reject(
             "ims.stale",
-            format!("the timestamp is {skew} s from now (at most {} s allowed)", policy.max_clock_skew_seconds),
+            format!(
+                "the timestamp is {skew} s from now (at most {} s allowed)",
+                policy.max_clock_skew_seconds
+            ),
         ));
     }
     let Some(fsp_id) = fsp_party else {
-        return Err(reject("auth.forbidden", "this FSP client is not bound to a registered FSP party"));
+        return Err(reject(
+            "auth.forbidden",
+            "this FSP client is not bound to a registered FSP party",
+        ));
     };
     if m.to.role() != Some(PartyRole::Merchant) {
-        return Err(reject("ims.unknown_party", "the payee must be a registered merchant"));
+        return Err(reject(
+            "ims.unknown_party",
+            "the payee must be a registered merchant",
+        ));
     }
     let merchant_id = m.to.to_string();
     let (merchant, fsp) = app.store.read(|c| -> DomainResult<_> {
-        Ok((usable_party(c, &merchant_id, "merchant", t)?, usable_party(c, fsp_id, "fsp", t)?))
+        Ok((
+            usable_party(c, &merchant_id, "merchant", t)?,
+            usable_party(c, fsp_id, "fsp", t)?,
+        ))
     })?;
     let m_bytes = m.canonical_m();
     let f_bytes = m.canonical_f().map_err(ims_error)?;
     let c_bytes = m.canonical_c().map_err(ims_error)?;
     if !verify_party(&merchant, &m_bytes, &s_m) {
-        return Err(reject("ims.bad_signature", "to/sign does not verify over M with the merchant's certificate"));
+        return Err(reject(
+            "ims.bad_signature",
+            "to/sign does not verify over M with the merchant's certificate",
+        ));
     }
     if !verify_party(&fsp, &f_bytes, &s_f) {
-        return Err(reject("ims.bad_signature", "FSPsign does not verify over F with the calling FSP's certificate"));
+        return Err(reject(
+            "ims.bad_signature",
+            "FSPsign does not verify over F with the calling FSP's certificate",
+        ));
     }
     let c_digest = openssl::sha::sha256(&c_bytes);
     let c_hex = hex::encode(c_digest);
     let key = replay_key(&m, &m_bytes);
     let existing = |c: &mut DbConn| -> DomainResult<Option<Submitted>> {
         match requests::by_replay_key(c, &key)? {
-            Some(r) if r.c_sha256 == c_hex && r.fsp_party == fsp_id => Ok(Some(Submitted { request: r, created: false })),
-            Some(_) => Err(reject("ims.replay", "another message with this reference (or M) was already submitted")),
+            Some(r) if r.c_sha256 == c_hex && r.fsp_party == fsp_id => Ok(Some(Submitted {
+                request: r,
+                created: false,
+            })),
+            Some(_) => Err(reject(
+                "ims.replay",
+                "another message with this reference (or M) was already submitted",
+            )),
             None => Ok(None),
         }
     };
@@ -167,7 +233,8 @@ fn submit_inner(app: &App, fsp_party: Option<&str>, actor: &Actor, body: &[u8]) 
         verification_code: verification_code(&c_digest),
         tier: tier.as_str().into(),
         currency: m.amount.currency().code().into(),
-        amount_minor: i64::try_from(m.amount.minor()).map_err(|_| reject("limit.exceeded", "amount too large"))?,
+        amount_minor: i64::try_from(m.amount.minor())
+            .map_err(|_| reject("limit.exceeded", "amount too large"))?,
         limit_day: day.clone(),
         ims_xml: m.to_xml(),
         signed_xml: None,
@@ -208,10 +275,14 @@ fn submit_inner(app: &App, fsp_party: Option<&str>, actor: &Actor, body: &[u8]) 
     });
     match result {
         // Lost a race to an identical insert: answer like a resubmission.
-        Err(DomainError::Store(e)) if e.is_unique_violation() => app
-            .store
-            .read(|c| existing(c))?
-            .ok_or_else(|| reject("ims.replay", "another message with this reference was submitted")),
+        Err(DomainError::Store(e)) if e.is_unique_violation() => {
+            app.store.read(|c| existing(c))?.ok_or_else(|| {
+                reject(
+                    "ims.replay",
+                    "another message with this reference was submitted",
+                )
+            })
+        }
         other => other,
     }
 }
