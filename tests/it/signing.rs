@@ -1064,6 +1064,9 @@ async fn authorisation_refusals(db: Db) {
             PIN,
         )
         .unwrap();
+    // A second one, only looked at again by resubmitting it.
+    let late = fx.signed(&b, "small", "EUR25.00", "R-expire-2");
+    let late_id = fx.submit_ok(&late).await;
     fx.env.clock.advance(time::Duration::seconds(121));
     let r = fx.authorize_block(&hb, &id, &block).await;
     problem(&r, 409, "request.expired");
@@ -1074,6 +1077,18 @@ async fn authorisation_refusals(db: Db) {
         ("expired", None)
     );
     assert_eq!(request_events(&fx.s, &id, "request.signed"), 0);
+    // The same message again names the same request, and says it expired
+    // (its timestamp is still within the allowed skew).
+    let before = request_count(&fx.s);
+    let (st, _, again) = fx.submit(&late.to_xml()).await;
+    assert_eq!(
+        (st, again["request_id"].as_str()),
+        (200, Some(late_id.as_str())),
+        "{again}"
+    );
+    assert_eq!(again["status"], "expired", "{again}");
+    fx.assert_count(before);
+    assert_eq!(fx.fsp_view(&late_id).await["status"], "expired");
     fx.finish().await;
 }
 on_both_backends_async!(signing_authorisation_refusals, authorisation_refusals);
