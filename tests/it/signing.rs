@@ -1132,6 +1132,22 @@ async fn no_pin_at_rest(db: Db) {
     let id2 = fx
         .submit_ok(&fx.signed(&msisdn, "small", "EUR20.00", "R-rest-2"))
         .await;
+    // A gateway sending the PIN as a JSON number: refused, and the problem
+    // body does not echo it (CONTRACT §4: no PINs in bodies).
+    let as_number: u64 = pin.parse().unwrap();
+    let r = post_json(
+        &fx.s.as_client("gateway-demo"),
+        &fx.s.url("/v1/gateway/authorize"),
+        &json!({ "msisdn": msisdn, "request_id": id2, "pin": as_number }),
+    )
+    .await;
+    problem(&r, 400, "request.malformed");
+    assert!(
+        !r.2.to_string().contains(&as_number.to_string()),
+        "the PIN is echoed: {}",
+        r.2
+    );
+    assert_eq!(stored(&fx.s, &id2).status, "pending_authorization");
     let (st, _, b) = post_json(
         &fx.s.as_client("gateway-demo"),
         &fx.s.url("/v1/gateway/authorize"),
