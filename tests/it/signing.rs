@@ -749,6 +749,29 @@ async fn submission_refusals(db: Db) {
         problem(&r, r.0, "payload.too_large");
         fx.assert_count(before);
     }
+    // The limit is 16 KiB: one byte more is refused, exactly 16 KiB (and a
+    // charset parameter on the media type) is fine.
+    let mut edge = m.to_xml();
+    edge.push_str(&" ".repeat((16 << 10) + 1 - edge.len()));
+    let before = request_count(&fx.s);
+    let r = fx.submit(&edge).await;
+    problem(&r, r.0, "payload.too_large");
+    fx.assert_count(before);
+    edge.pop();
+    let r = submit_raw(
+        &fx.s,
+        &fx.fsp_client,
+        "application/xml; charset=utf-8",
+        edge.into_bytes(),
+    )
+    .await;
+    assert_eq!(r.0, 202, "{r:?}");
+    assert_eq!(request_count(&fx.s), before + 1);
+
+    // A currency that is not configured.
+    let m = fx.signed(&msisdn, "small", "JPY500", "R-jpy");
+    fx.refused(&m.to_xml(), 400, "ims.currency_unsupported")
+        .await;
 
     // A good message, refused for how it arrives, then accepted as it should be.
     let good = fx.signed(&msisdn, "small", "EUR25.00", "R-good");
@@ -858,6 +881,18 @@ async fn payer_state(db: Db) {
     assert_eq!(st, 200, "{b}");
     let m = fx.signed(&gone, "small", "EUR25.00", "R-revoked");
     fx.refused(&m.to_xml(), 409, "certificate.revoked").await;
+
+    // The merchant suspended: its signature no longer counts; resumed: fine.
+    let payer = random_msisdn();
+    fx.s.active_subscriber(&payer, PIN).await;
+    let party_url = |verb: &str| fx.s.url(&format!("/v1/admin/parties/{MERCHANT}/{verb}"));
+    let (st, _, b) = post_json(&op, &party_url("suspend"), &json!({})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("suspended")), "{b}");
+    let m = fx.signed(&payer, "small", "EUR25.00", "R-merchant-held");
+    fx.refused(&m.to_xml(), 400, "ims.unknown_party").await;
+    let (st, _, b) = post_json(&op, &party_url("resume"), &json!({})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("active")), "{b}");
+    fx.submit_ok(&m).await;
     fx.finish().await;
 }
 on_both_backends_async!(signing_payer_state, payer_state);
@@ -1036,6 +1071,15 @@ async fn authorisation_refusals(db: Db) {
     assert_eq!(request_events(&fx.s, &medium, "request.signed"), 0);
     let small_msg = fx.signed(&g, "small", "EUR25.00", "R-gw-small");
     let small = fx.submit_ok(&small_msg).await;
+    // Naming another subscriber's number does not reach the request.
+    let r = post_json(
+        &gw,
+        &fx.s.url("/v1/gateway/authorize"),
+        &json!({ "msisdn": b, "request_id": small, "pin": PIN }),
+    )
+    .await;
+    problem(&r, 404, "request.not_found");
+    assert_eq!(stored(&fx.s, &small).status, "pending_authorization");
     let (st, _, signed) = post_json(
         &gw,
         &fx.s.url("/v1/gateway/authorize"),
