@@ -83,13 +83,41 @@ fn json_config(limit: usize) -> web::JsonConfig {
                     "unsupported_media_type",
                     "expected Content-Type: application/json",
                 ),
-                J::Deserialize(d) => {
-                    ApiError::coded("request.malformed", format!("invalid JSON: {d}"))
-                }
+                J::Deserialize(d) => ApiError::coded("request.malformed", json_error_detail(d)),
                 _ => ApiError::coded("request.malformed", "the request body cannot be read"),
             };
             e.into()
         })
+}
+
+/// The detail for a JSON body that does not deserialise. serde's "invalid
+/// type/value/length" and "unknown variant" messages quote the offending
+/// value (e.g. a gateway's PIN sent as a number: ``integer `482619` ``); the
+/// body must never carry a PIN (CONTRACT §4), so those say what was
+/// expected and where, not what was sent.
+fn json_error_detail(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let quotes_value = [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|p| msg.starts_with(p));
+    if !quotes_value {
+        return format!("invalid JSON: {msg}");
+    }
+    match msg.split_once(", expected ") {
+        Some((_, expected)) => {
+            format!("invalid JSON: a value of the wrong type or form, expected {expected}")
+        }
+        None => format!(
+            "invalid JSON: a value of the wrong type or form at line {} column {}",
+            e.line(),
+            e.column()
+        ),
+    }
 }
 
 fn payload_config(limit: usize) -> web::PayloadConfig {

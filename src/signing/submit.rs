@@ -90,6 +90,13 @@ pub fn submit(
     body: &[u8],
 ) -> DomainResult<Submitted> {
     match submit_inner(app, fsp_party, actor, body) {
+        // A resubmission answers with the request as it is now: one past its
+        // expiry is `expired` (as `GET /v1/fsp/requests/{id}` would say), not
+        // the stale `pending_authorization` of the stored row.
+        Ok(mut same) if !same.created => {
+            same.request.status = super::expire_if_overdue(app, &same.request)?;
+            Ok(same)
+        }
         Err(DomainError::Rejected {
             code,
             detail,

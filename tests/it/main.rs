@@ -13,3 +13,4 @@ mod init;
 mod lifecycle;
 mod pkicheck;
 mod revocation;
+mod signing;

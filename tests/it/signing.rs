@@ -1,0 +1,1256 @@
+//! Delegated signing over the real API (CONTRACT §4–§7): merchant → FSP →
+//! tmcs → handset (or gateway) → tmcs → FSP, with every signature judged by
+//! the openssl CLI, and every refusal checked to leave the state unchanged.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use diesel::prelude::*;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::sign::Signer;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tmcs::ims::{ImsMessage, Money, PartyId, Ref};
+use tmcs::sim::Handset;
+use tmcs::store::audit_rows::{self, EventFilter, EventRow};
+
+use crate::on_both_backends_async;
+use crate::pkicheck::{openssl_bg, path_str, write_pem};
+use crate::support::{get_json, json_of, post_json, random_msisdn, unique, Db, Env, Served};
+
+const MERCHANT: &str = "Merkur.Trade@merchant.xbank";
+const FSP: &str = "Demo.FSP@fsp.xbank";
+const PIN: &str = "482619";
+const PROBLEM: &str = "application/problem+json";
+
+type Reply = (u16, String, Value);
+
+fn b64(b: &[u8]) -> String {
+    STANDARD.encode(b)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    STANDARD.decode(s).unwrap()
+}
+
+/// `dtbs_sha256` as CONTRACT §5 defines it: base64url, no padding, of SHA-256(C).
+fn dtbs_of(c: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(openssl::sha::sha256(c))
+}
+
+fn ecdsa_sha256(key: &PKey<Private>, data: &[u8]) -> Vec<u8> {
+    let mut s = Signer::new(MessageDigest::sha256(), key).unwrap();
+    s.sign_oneshot_to_vec(data).unwrap()
+}
+
+/// Asserts an RFC 9457 problem with `status` and `code`.
+#[track_caller]
+fn problem(r: &Reply, status: u16, code: &str) {
+    assert_eq!(
+        (r.0, r.1.as_str(), r.2["code"].as_str()),
+        (status, PROBLEM, Some(code)),
+        "{}",
+        r.2
+    );
+    assert_eq!(r.2["type"], format!("urn:tmcs:problem:{code}"), "{}", r.2);
+    assert_eq!(r.2["status"], status, "{}", r.2);
+    assert!(
+        r.2["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{}",
+        r.2
+    );
+}
+
+/// A party's key and the certificate the tmcs CA issued for it from a CSR.
+struct PartyKey {
+    key: PKey<Private>,
+    key_pem: String,
+    cert_pem: String,
+}
+
+async fn register_party(s: &Served, id: &str, kind: &str) -> PartyKey {
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec![])
+        .unwrap()
+        .serialize_request(&kp)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let (st, _, b) = post_json(
+        &s.as_client("operator"),
+        &s.url("/v1/admin/parties"),
+        &json!({ "party_id": id, "kind": kind, "csr": csr }),
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(
+        (b["party_id"].as_str(), b["kind"].as_str()),
+        (Some(id), Some(kind))
+    );
+    let cert_pem = b["certificate"].as_str().unwrap().to_string();
+    let key_pem = kp.serialize_pem();
+    let key = PKey::private_key_from_pem(key_pem.as_bytes()).unwrap();
+    let x = openssl::x509::X509::from_pem(cert_pem.as_bytes()).unwrap();
+    assert!(
+        x.public_key().unwrap().public_eq(&key),
+        "the issued certificate must hold the CSR's key"
+    );
+    PartyKey {
+        key,
+        key_pem,
+        cert_pem,
+    }
+}
+
+/// A served instance with a merchant and an FSP registered by CSR.
+struct Fx {
+    env: Env,
+    s: Served,
+    merchant: PartyKey,
+    fsp: PartyKey,
+    fsp_client: awc::Client,
+}
+
+impl Fx {
+    async fn start(db: Db, test: &str) -> Option<Fx> {
+        let env = Env::new(db, test)?;
+        env.init();
+        let s = Served::start(&env);
+        let merchant = register_party(&s, MERCHANT, "merchant").await;
+        let fsp = register_party(&s, FSP, "fsp").await;
+        let fsp_client =
+            tmcs::client::https_client_pem(&env.ca(), &fsp.cert_pem, &fsp.key_pem).unwrap();
+        Some(Fx {
+            env,
+            s,
+            merchant,
+            fsp,
+            fsp_client,
+        })
+    }
+
+    /// The server's time, whole seconds.
+    fn now(&self) -> OffsetDateTime {
+        self.env.now().replace_nanosecond(0).unwrap()
+    }
+
+    /// An unsigned iMS from `tel:<msisdn>` to the merchant, timestamped now.
+    fn ims(&self, msisdn: &str, tier: &str, amount: &str, reference: &str) -> ImsMessage {
+        ImsMessage {
+            tier: tier.parse().unwrap(),
+            reference: Some(Ref::new(reference).unwrap()),
+            from: PartyId::parse(&format!("tel:{msisdn}")).unwrap(),
+            from_sign: None,
+            to: PartyId::parse(MERCHANT).unwrap(),
+            to_sign: None,
+            fsp_sign: None,
+            timestamp: self.now(),
+            account_payable: "1234-5678-9abc".into(),
+            account_receivable: "9876-543-21de".into(),
+            amount: Money::parse(amount).unwrap(),
+        }
+    }
+
+    /// Merchant signs M, FSP signs F.
+    fn sign(&self, m: &mut ImsMessage) {
+        sign_with(m, &self.merchant.key, &self.fsp.key);
+    }
+
+    fn signed(&self, msisdn: &str, tier: &str, amount: &str, reference: &str) -> ImsMessage {
+        let mut m = self.ims(msisdn, tier, amount, reference);
+        self.sign(&mut m);
+        m
+    }
+
+    async fn submit(&self, xml: &str) -> Reply {
+        submit_raw(
+            &self.s,
+            &self.fsp_client,
+            "application/xml",
+            xml.as_bytes().to_vec(),
+        )
+        .await
+    }
+
+    /// Submits `m` as the FSP and expects a new request; returns its id.
+    async fn submit_ok(&self, m: &ImsMessage) -> String {
+        let r = self.submit(&m.to_xml()).await;
+        assert_eq!(r.0, 202, "{}", r.2);
+        r.2["request_id"].as_str().unwrap().to_string()
+    }
+
+    #[track_caller]
+    fn assert_count(&self, before: i64) {
+        assert_eq!(
+            request_count(&self.s),
+            before,
+            "a refusal must not create a request"
+        );
+    }
+
+    /// Submits and expects the refusal `code` with no request created.
+    async fn refused(&self, xml: &str, status: u16, code: &str) -> Reply {
+        let before = request_count(&self.s);
+        let r = self.submit(xml).await;
+        problem(&r, status, code);
+        self.assert_count(before);
+        r
+    }
+
+    async fn handset_get(&self, h: &Handset, path: &str) -> Reply {
+        let hdr = h
+            .device_header("GET", path, self.env.now().unix_timestamp())
+            .unwrap();
+        let res = self
+            .s
+            .anonymous()
+            .get(self.s.url(path))
+            .insert_header(("authorization", hdr))
+            .send()
+            .await
+            .unwrap();
+        json_of(res).await
+    }
+
+    async fn handset_post(&self, h: &Handset, path: &str, body: &Value) -> Reply {
+        let hdr = h
+            .device_header("POST", path, self.env.now().unix_timestamp())
+            .unwrap();
+        let res = self
+            .s
+            .anonymous()
+            .post(self.s.url(path))
+            .insert_header(("authorization", hdr))
+            .send_json(body)
+            .await
+            .unwrap();
+        json_of(res).await
+    }
+
+    /// `GET /v1/handset/requests/{id}`, expected to succeed.
+    async fn detail(&self, h: &Handset, id: &str) -> Value {
+        let r = self
+            .handset_get(h, &format!("/v1/handset/requests/{id}"))
+            .await;
+        assert_eq!(r.0, 200, "{}", r.2);
+        r.2
+    }
+
+    async fn authorize_block(&self, h: &Handset, id: &str, block: &str) -> Reply {
+        self.handset_post(
+            h,
+            &format!("/v1/handset/requests/{id}/authorize"),
+            &json!({ "pin_block": block }),
+        )
+        .await
+    }
+
+    /// Reads the request and authorises it with `pin`.
+    async fn authorize(&self, h: &Handset, id: &str, pin: &str) -> Reply {
+        let d = self.detail(h, id).await;
+        let block = h
+            .auth_pin_block(
+                id,
+                d["nonce"].as_str().unwrap(),
+                d["dtbs_sha256"].as_str().unwrap(),
+                pin,
+            )
+            .unwrap();
+        self.authorize_block(h, id, &block).await
+    }
+
+    async fn fsp_view(&self, id: &str) -> Value {
+        let (st, _, b) = get_json(
+            &self.fsp_client,
+            &self.s.url(&format!("/v1/fsp/requests/{id}")),
+        )
+        .await;
+        assert_eq!(st, 200, "{b}");
+        assert_eq!(b["request_id"], id);
+        b
+    }
+
+    /// The audit log verifies end to end (`tmcs audit verify`), then the server stops.
+    async fn finish(self) {
+        let key = self.s.app.pki.audit_public_key().unwrap();
+        let report = tmcs::audit::verify_store(&self.s.app.store, &key, &[]).unwrap();
+        assert!(report.events > 0, "{report:?}");
+        self.s.stop().await;
+    }
+}
+
+fn sign_with(m: &mut ImsMessage, merchant: &PKey<Private>, fsp: &PKey<Private>) {
+    m.to_sign = Some(ecdsa_sha256(merchant, &m.canonical_m()));
+    m.fsp_sign = Some(ecdsa_sha256(fsp, &m.canonical_f().unwrap()));
+}
+
+async fn submit_raw(s: &Served, c: &awc::Client, content_type: &str, body: Vec<u8>) -> Reply {
+    let res = c
+        .post(s.url("/v1/fsp/messages"))
+        .insert_header(("content-type", content_type))
+        .send_body(body)
+        .await
+        .unwrap();
+    json_of(res).await
+}
+
+fn request_count(s: &Served) -> i64 {
+    use tmcs::store::schema::requests;
+    s.app
+        .store
+        .read(|c| -> Result<i64, tmcs::store::StoreError> {
+            Ok(requests::table.count().get_result(c)?)
+        })
+        .unwrap()
+}
+
+fn stored(s: &Served, id: &str) -> tmcs::store::requests::RequestRow {
+    s.app
+        .store
+        .read(|c| tmcs::store::requests::get(c, id))
+        .unwrap()
+        .unwrap()
+}
+
+fn events(s: &Served, subject: Option<String>, action: Option<&str>) -> Vec<EventRow> {
+    s.app
+        .store
+        .read(|c| {
+            audit_rows::list(
+                c,
+                &EventFilter {
+                    subject,
+                    action: action.map(str::to_string),
+                    after_seq: 0,
+                    limit: 100_000,
+                },
+            )
+        })
+        .unwrap()
+}
+
+fn request_events(s: &Served, id: &str, action: &str) -> usize {
+    events(s, Some(format!("request:{id}")), Some(action)).len()
+}
+
+/// `openssl dgst -sha256 -verify <pub of cert> -signature sig.der data.bin`.
+async fn openssl_verifies(env: &Env, cert_pem: &str, data: &[u8], sig: &[u8]) -> (bool, String) {
+    let tag = unique("v-");
+    let cert = write_pem(env, &format!("{tag}.crt"), cert_pem);
+    let pubkey = env.path().join(format!("{tag}.pub.pem"));
+    let (ok, out) = openssl_bg(vec![
+        "x509".into(),
+        "-in".into(),
+        path_str(&cert).into(),
+        "-pubkey".into(),
+        "-noout".into(),
+        "-out".into(),
+        path_str(&pubkey).into(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let data_file = env.path().join(format!("{tag}.bin"));
+    let sig_file = env.path().join(format!("{tag}.sig.der"));
+    std::fs::write(&data_file, data).unwrap();
+    std::fs::write(&sig_file, sig).unwrap();
+    let (ok, out) = openssl_bg(vec![
+        "dgst".into(),
+        "-sha256".into(),
+        "-verify".into(),
+        path_str(&pubkey).into(),
+        "-signature".into(),
+        path_str(&sig_file).into(),
+        path_str(&data_file).into(),
+    ])
+    .await;
+    (ok && out.contains("Verified OK"), out)
+}
+
+/// Asserts that `sig` verifies over `data` with `cert_pem` and not over a
+/// one-byte change of `data` (so the judge is a real one).
+async fn assert_signature(env: &Env, cert_pem: &str, data: &[u8], sig: &[u8]) {
+    let (ok, out) = openssl_verifies(env, cert_pem, data, sig).await;
+    assert!(ok, "openssl dgst -verify: {out}");
+    let mut tampered = data.to_vec();
+    let last = tampered.len() - 2;
+    tampered[last] ^= 1;
+    let (ok, out) = openssl_verifies(env, cert_pem, &tampered, sig).await;
+    assert!(!ok, "a signature must not verify over other bytes: {out}");
+}
+
+async fn fetch_text(s: &Served, path: &str) -> String {
+    let mut res = s.anonymous().get(s.url(path)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    String::from_utf8(res.body().await.unwrap().to_vec()).unwrap()
+}
+
+fn timestamp_text(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+fn rfc3339(s: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// 1. The happy path
+
+async fn happy_path(db: Db) {
+    let Some(fx) = Fx::start(db, "signing_happy_path").await else {
+        return;
+    };
+    let msisdn = random_msisdn();
+    let (h, sub_cert) = fx.s.active_subscriber(&msisdn, PIN).await;
+    let m = fx.signed(&msisdn, "small", "EUR25.00", "POS-7-000123");
+
+    // The test's own M, F and C, written out as CONTRACT §5 defines them.
+    let ts = timestamp_text(m.timestamp);
+    let own_m = format!(
+        "ims-c1\ntype:small\nref:POS-7-000123\nfrom.id:tel:{msisdn}\nto.id:{MERCHANT}\ntimestamp:{ts}\namount:EUR25.00\n"
+    );
+    let own_f = format!(
+        "{own_m}accountPayable:1234-5678-9abc\naccountReceivable:9876-543-21de\nto.sign:{}\n",
+        b64(m.to_sign.as_deref().unwrap())
+    );
+    let own_c = format!("{own_f}fsp.sign:{}\n", b64(m.fsp_sign.as_deref().unwrap()));
+    assert_eq!(String::from_utf8(m.canonical_m()).unwrap(), own_m);
+    assert_eq!(String::from_utf8(m.canonical_f().unwrap()).unwrap(), own_f);
+    let c = own_c.into_bytes();
+    assert_eq!(m.canonical_c().unwrap(), c);
+    // The merchant's and the FSP's signatures are good by the openssl judge too.
+    assert_signature(
+        &fx.env,
+        &fx.merchant.cert_pem,
+        own_m.as_bytes(),
+        m.to_sign.as_deref().unwrap(),
+    )
+    .await;
+    assert_signature(
+        &fx.env,
+        &fx.fsp.cert_pem,
+        own_f.as_bytes(),
+        m.fsp_sign.as_deref().unwrap(),
+    )
+    .await;
+
+    let xml = m.to_xml();
+    let before = request_count(&fx.s);
+    let t0 = fx.now();
+    let (st, ct, sub) = fx.submit(&xml).await;
+    assert_eq!((st, ct.as_str()), (202, "application/json"), "{sub}");
+    let id = sub["request_id"].as_str().unwrap().to_string();
+    assert!(!id.is_empty());
+    assert_eq!(sub["status"], "pending_authorization");
+    let expires = rfc3339(sub["expires_at"].as_str().unwrap());
+    let ttl = (expires - t0).whole_seconds();
+    assert!(
+        (115..=125).contains(&ttl),
+        "expires_at {expires} is not ~120 s after {t0}"
+    );
+    let code = sub["verification_code"].as_str().unwrap().to_string();
+    assert!(!code.is_empty());
+    assert_eq!(sub["status_url"], format!("/v1/fsp/requests/{id}"));
+    assert_eq!(request_count(&fx.s), before + 1);
+
+    // The same bytes again: 200, the same request, nothing new.
+    let (st, _, again) = fx.submit(&xml).await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["request_id"], id.as_str());
+    assert_eq!(again["verification_code"], code.as_str());
+    assert_eq!(again["status"], "pending_authorization");
+    assert_eq!(request_count(&fx.s), before + 1);
+    assert_eq!(request_events(&fx.s, &id, "request.received"), 1);
+
+    // The handset lists it and shows exactly what will be signed.
+    let (st, _, list) = fx.handset_get(&h, "/v1/handset/requests").await;
+    assert_eq!(st, 200, "{list}");
+    let listed: Vec<&str> = list["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["request_id"].as_str())
+        .collect();
+    assert_eq!(listed, vec![id.as_str()], "{list}");
+
+    let d = fx.detail(&h, &id).await;
+    assert_eq!(d["request_id"], id.as_str());
+    let dtbs = dtbs_of(&c);
+    assert_eq!(
+        d["dtbs_sha256"],
+        dtbs.as_str(),
+        "dtbs_sha256 must be b64url(SHA-256(C))"
+    );
+    assert_eq!(d["verification_code"], code.as_str());
+    assert_eq!(d["expires_at"], sub["expires_at"]);
+    assert_eq!(d["display"]["payee"], MERCHANT);
+    assert_eq!(d["display"]["amount"], "EUR25.00");
+    assert_eq!(d["display"]["currency"], "EUR");
+    let nonce = d["nonce"].as_str().unwrap().to_string();
+    assert!(!nonce.is_empty());
+
+    // display_sig: the display key over the exact string of CONTRACT §7.
+    let display_pem = fetch_text(&fx.s, "/pki/display.pem").await;
+    let issuing = write_pem(&fx.env, "issuing.pem", &fx.s.app.pki.issuing.info.pem);
+    let display_file = write_pem(&fx.env, "display.pem", &display_pem);
+    let (ok, out) = openssl_bg(vec![
+        "verify".into(),
+        "-CAfile".into(),
+        path_str(&fx.env.ca()).into(),
+        "-untrusted".into(),
+        path_str(&issuing).into(),
+        path_str(&display_file).into(),
+    ])
+    .await;
+    assert!(
+        ok,
+        "the display certificate must chain to the tmcs CA: {out}"
+    );
+    let display_text = format!(
+        "tmcs-display-v1\nrequest_id:{id}\npayee:{MERCHANT}\namount:EUR25.00\nverification_code:{code}\ndtbs_sha256:{dtbs}\nexpires_at:{}\n",
+        sub["expires_at"].as_str().unwrap()
+    );
+    let display_sig = unb64(d["display_sig"].as_str().unwrap());
+    assert_signature(&fx.env, &display_pem, display_text.as_bytes(), &display_sig).await;
+
+    // Authorise: one signature over exactly C with the subscriber's key.
+    let block = h.auth_pin_block(&id, &nonce, &dtbs, PIN).unwrap();
+    let (st, _, signed) = fx.authorize_block(&h, &id, &block).await;
+    assert_eq!(st, 200, "{signed}");
+    assert_eq!(signed["status"], "signed");
+    assert_eq!(signed["request_id"], id.as_str());
+    let sig = unb64(signed["signature"].as_str().unwrap());
+    assert_signature(&fx.env, &sub_cert, &c, &sig).await;
+
+    // The FSP gets the fully signed iMS; from/sign is that signature.
+    let v = fx.fsp_view(&id).await;
+    assert_eq!(v["status"], "signed", "{v}");
+    let out = ImsMessage::parse(v["ims"].as_str().unwrap().as_bytes()).unwrap();
+    assert_eq!(out.from_sign.as_deref(), Some(sig.as_slice()));
+    assert_eq!(
+        out.canonical_c().unwrap(),
+        c,
+        "the signed iMS must carry the same C"
+    );
+    assert_eq!(out.to_sign, m.to_sign);
+    assert_eq!(out.fsp_sign, m.fsp_sign);
+
+    // No longer pending for the handset.
+    let (st, _, list) = fx.handset_get(&h, "/v1/handset/requests").await;
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(list["requests"], json!([]), "{list}");
+    let r = fx
+        .handset_get(&h, &format!("/v1/handset/requests/{id}"))
+        .await;
+    problem(&r, 409, "request.not_pending");
+    // The same message once more still names the same (now signed) request.
+    let (st, _, again) = fx.submit(&xml).await;
+    assert_eq!(
+        (st, again["request_id"].as_str()),
+        (200, Some(id.as_str())),
+        "{again}"
+    );
+    assert_eq!(again["status"], "signed");
+    assert_eq!(request_count(&fx.s), before + 1);
+    assert_eq!(request_events(&fx.s, &id, "request.signed"), 1);
+    fx.finish().await;
+}
+on_both_backends_async!(signing_happy_path, happy_path);
+
+// ---------------------------------------------------------------------------
+// 2. Exactly one signature
+
+async fn exactly_once(db: Db) {
+    let Some(fx) = Fx::start(db, "signing_exactly_once").await else {
+        return;
+    };
+    let msisdn = random_msisdn();
+    let (h, sub_cert) = fx.s.active_subscriber(&msisdn, PIN).await;
+    let m = fx.signed(&msisdn, "medium", "EUR250.00", "POS-8-000001");
+    let c = m.canonical_c().unwrap();
+    let id = fx.submit_ok(&m).await;
+    let d = fx.detail(&h, &id).await;
+    let (nonce, dtbs) = (
+        d["nonce"].as_str().unwrap(),
+        d["dtbs_sha256"].as_str().unwrap(),
+    );
+    let path = format!("/v1/handset/requests/{id}/authorize");
+    // One client (connection) each, its TLS handshake done beforehand, so
+    // the eight calls leave together and really overlap on the server.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let c = fx.s.anonymous();
+        let res = c.get(fx.s.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        clients.push(c);
+    }
+    let calls: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let block = h.auth_pin_block(&id, nonce, dtbs, PIN).unwrap();
+            let hdr = h
+                .device_header("POST", &path, fx.env.now().unix_timestamp())
+                .unwrap();
+            let url = fx.s.url(&path);
+            async move {
+                let res = client
+                    .post(url)
+                    .insert_header(("authorization", hdr))
+                    .send_json(&json!({ "pin_block": block }))
+                    .await
+                    .unwrap();
+                json_of(res).await
+            }
+        })
+        .collect();
+    let replies = futures_util::future::join_all(calls).await;
+    let ok: Vec<&Reply> = replies.iter().filter(|r| r.0 == 200).collect();
+    assert_eq!(
+        ok.len(),
+        1,
+        "exactly one authorisation may win: {replies:?}"
+    );
+    for r in replies.iter().filter(|r| r.0 != 200) {
+        problem(r, 409, "request.not_pending");
+    }
+    let sig_b64 = ok[0].2["signature"].as_str().unwrap();
+    assert_signature(&fx.env, &sub_cert, &c, &unb64(sig_b64)).await;
+    let row = stored(&fx.s, &id);
+    assert_eq!(row.status, "signed");
+    assert_eq!(row.signature_b64.as_deref(), Some(sig_b64));
+    assert_eq!(request_events(&fx.s, &id, "request.signed"), 1);
+    assert_eq!(request_events(&fx.s, &id, "request.authorized"), 1);
+
+    // Later: refused, and nothing changes.
+    let block = h.auth_pin_block(&id, nonce, dtbs, PIN).unwrap();
+    let r = fx.authorize_block(&h, &id, &block).await;
+    problem(&r, 409, "request.not_pending");
+    let after = stored(&fx.s, &id);
+    assert_eq!(
+        (after.status.as_str(), after.signature_b64.as_deref()),
+        ("signed", Some(sig_b64))
+    );
+    assert_eq!(request_events(&fx.s, &id, "request.signed"), 1);
+    fx.finish().await;
+}
+on_both_backends_async!(signing_exactly_once, exactly_once);
+
+// ---------------------------------------------------------------------------
+// 3a. Submissions that are refused, each leaving no request behind
+
+async fn submission_refusals(db: Db) {
+    let Some(fx) = Fx::start(db, "signing_submission_refusals").await else {
+        return;
+    };
+    let msisdn = random_msisdn();
+    let (_h, _) = fx.s.active_subscriber(&msisdn, PIN).await;
+
+    // The amount changed after both signed.
+    let mut m = fx.signed(&msisdn, "small", "EUR25.00", "R-badsig");
+    m.amount = Money::parse("EUR26.00").unwrap();
+    fx.refused(&m.to_xml(), 400, "ims.bad_signature").await;
+
+    // A type that is not the amount's tier (correctly signed).
+    let m = fx.signed(&msisdn, "medium", "EUR25.00", "R-tier");
+    fx.refused(&m.to_xml(), 400, "ims.tier_mismatch").await;
+    let m = fx.signed(&msisdn, "small", "EUR250.00", "R-tier2");
+    fx.refused(&m.to_xml(), 400, "ims.tier_mismatch").await;
+
+    // Two hours old, and two hours ahead.
+    for (r, shift) in [("R-stale", -2), ("R-future", 2)] {
+        let mut m = fx.ims(&msisdn, "small", "EUR25.00", r);
+        m.timestamp += time::Duration::hours(shift);
+        fx.sign(&mut m);
+        fx.refused(&m.to_xml(), 400, "ims.stale").await;
+    }
+
+    // Replay: another message (new amount, re-signed) with the same (to.id, ref).
+    let first = fx.signed(&msisdn, "small", "EUR25.00", "R-replay");
+    let first_id = fx.submit_ok(&first).await;
+    let second = fx.signed(&msisdn, "small", "EUR30.00", "R-replay");
+    fx.refused(&second.to_xml(), 409, "ims.replay").await;
+    // Even the same content re-signed (new ECDSA signatures) is another message.
+    let mut resigned = first.clone();
+    fx.sign(&mut resigned);
+    assert_ne!(resigned.to_sign, first.to_sign);
+    fx.refused(&resigned.to_xml(), 409, "ims.replay").await;
+    assert_eq!(stored(&fx.s, &first_id).status, "pending_authorization");
+
+    // A merchant whose certificate tmcs does not know.
+    let stranger = rcgen::KeyPair::generate().unwrap();
+    let stranger = PKey::private_key_from_pem(stranger.serialize_pem().as_bytes()).unwrap();
+    let mut m = fx.ims(&msisdn, "small", "EUR25.00", "R-unknown");
+    m.to = PartyId::parse("Unknown.Shop@merchant.xbank").unwrap();
+    sign_with(&mut m, &stranger, &fx.fsp.key);
+    fx.refused(&m.to_xml(), 400, "ims.unknown_party").await;
+    // A known merchant id signed by a key that is not its certificate's.
+    let mut m = fx.ims(&msisdn, "small", "EUR25.00", "R-wrongkey");
+    sign_with(&mut m, &stranger, &fx.fsp.key);
+    fx.refused(&m.to_xml(), 400, "ims.bad_signature").await;
+
+    // F signed by another FSP's (registered!) key, submitted by Demo.FSP.
+    let other = register_party(&fx.s, "Other.FSP@fsp.xbank", "fsp").await;
+    let mut m = fx.ims(&msisdn, "small", "EUR25.00", "R-otherfsp");
+    sign_with(&mut m, &fx.merchant.key, &other.key);
+    fx.refused(&m.to_xml(), 400, "ims.bad_signature").await;
+    // The other FSP cannot see Demo.FSP's request.
+    let other_client =
+        tmcs::client::https_client_pem(&fx.env.ca(), &other.cert_pem, &other.key_pem).unwrap();
+    let (st, ct, b) = get_json(
+        &other_client,
+        &fx.s.url(&format!("/v1/fsp/requests/{first_id}")),
+    )
+    .await;
+    problem(&(st, ct, b), 404, "request.not_found");
+    // ... F by a key nobody registered.
+    let mut m = fx.ims(&msisdn, "small", "EUR25.00", "R-strangefsp");
+    sign_with(&mut m, &fx.merchant.key, &stranger);
+    fx.refused(&m.to_xml(), 400, "ims.bad_signature").await;
+
+    // A DTD with an external entity: refused, nothing read or echoed.
+    let m = fx.signed(&msisdn, "small", "EUR25.00", "R-xxe");
+    let xml = m.to_xml().replace(
+        "<accountPayable>1234-5678-9abc</accountPayable>",
+        "<accountPayable>&x;</accountPayable>",
+    );
+    assert!(xml.contains("&x;"));
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for doctype in [
+        r#"<!DOCTYPE iMS [<!ENTITY x SYSTEM "file:///etc/passwd">]>"#,
+        r#"<!DOCTYPE iMS [<!ENTITY x "1234-5678-9abc">]>"#,
+    ] {
+        let evil = format!("<?xml version=\"1.0\"?>\n{doctype}\n{xml}");
+        let r = fx.refused(&evil, 400, "ims.malformed").await;
+        let body = r.2.to_string();
+        assert!(
+            !body.contains("root:") && !body.contains("/etc/passwd"),
+            "{body}"
+        );
+        for line in passwd.lines().filter(|l| l.len() > 8) {
+            assert!(!body.contains(line), "{body}");
+        }
+    }
+
+    // Oversized bodies (a valid message padded with whitespace).
+    let m = fx.signed(&msisdn, "small", "EUR25.00", "R-big");
+    for size in [20 << 10, 200 << 10] {
+        let mut big = m.to_xml();
+        big.push_str(&" ".repeat(size - big.len()));
+        let before = request_count(&fx.s);
+        let r = fx.submit(&big).await;
+        assert!(r.0 == 413 || r.0 == 400, "{size}: {r:?}");
+        problem(&r, r.0, "payload.too_large");
+        fx.assert_count(before);
+    }
+    // The limit is 16 KiB: one byte more is refused, exactly 16 KiB (and a
+    // charset parameter on the media type) is fine.
+    let mut edge = m.to_xml();
+    edge.push_str(&" ".repeat((16 << 10) + 1 - edge.len()));
+    let before = request_count(&fx.s);
+    let r = fx.submit(&edge).await;
+    problem(&r, r.0, "payload.too_large");
+    fx.assert_count(before);
+    edge.pop();
+    let r = submit_raw(
+        &fx.s,
+        &fx.fsp_client,
+        "application/xml; charset=utf-8",
+        edge.into_bytes(),
+    )
+    .await;
+    assert_eq!(r.0, 202, "{r:?}");
+    assert_eq!(request_count(&fx.s), before + 1);
+
+    // A currency that is not configured.
+    let m = fx.signed(&msisdn, "small", "JPY500", "R-jpy");
+    fx.refused(&m.to_xml(), 400, "ims.currency_unsupported")
+        .await;
+
+    // A good message, refused for how it arrives, then accepted as it should be.
+    let good = fx.signed(&msisdn, "small", "EUR25.00", "R-good");
+    let xml = good.to_xml();
+    for ct in [
+        "text/plain",
+        "application/json",
+        "application/x-www-form-urlencoded",
+    ] {
+        let before = request_count(&fx.s);
+        let r = submit_raw(&fx.s, &fx.fsp_client, ct, xml.clone().into_bytes()).await;
+        problem(&r, 415, "unsupported_media_type");
+        fx.assert_count(before);
+    }
+    for client in ["auditor", "operator", "gateway-demo"] {
+        let before = request_count(&fx.s);
+        let r = submit_raw(
+            &fx.s,
+            &fx.s.as_client(client),
+            "application/xml",
+            xml.clone().into_bytes(),
+        )
+        .await;
+        problem(&r, 403, "auth.forbidden");
+        fx.assert_count(before);
+    }
+    let r = submit_raw(
+        &fx.s,
+        &fx.s.anonymous(),
+        "application/xml",
+        xml.clone().into_bytes(),
+    )
+    .await;
+    assert!(r.0 == 401 || r.0 == 403, "{r:?}");
+    assert_eq!(r.1, PROBLEM);
+    let id = fx.submit_ok(&good).await;
+    assert_eq!(stored(&fx.s, &id).status, "pending_authorization");
+
+    // A payer who is not a subscriber.
+    let m = fx.signed(&random_msisdn(), "small", "EUR25.00", "R-nobody");
+    fx.refused(&m.to_xml(), 404, "subscriber.not_found").await;
+
+    // Limits: one payment above per_payment_max …
+    let m = fx.signed(&msisdn, "large", "EUR10000.01", "R-perpay");
+    fx.refused(&m.to_xml(), 403, "limit.exceeded").await;
+    // … and the day: 10000.00 + 10000.00 reach 20000.00 exactly (allowed),
+    // anything more that day is refused.
+    let rich = random_msisdn();
+    fx.s.active_subscriber(&rich, PIN).await;
+    fx.submit_ok(&fx.signed(&rich, "large", "EUR10000.00", "R-day1"))
+        .await;
+    fx.submit_ok(&fx.signed(&rich, "large", "EUR10000.00", "R-day2"))
+        .await;
+    let m = fx.signed(&rich, "large", "EUR1000.01", "R-day3");
+    fx.refused(&m.to_xml(), 403, "limit.exceeded").await;
+    let m = fx.signed(&rich, "small", "EUR0.01", "R-day4");
+    fx.refused(&m.to_xml(), 403, "limit.exceeded").await;
+    fx.finish().await;
+}
+on_both_backends_async!(signing_submission_refusals, submission_refusals);
+
+// ---------------------------------------------------------------------------
+// 3b. The payer's state
+
+async fn payer_state(db: Db) {
+    let Some(fx) = Fx::start(db, "signing_payer_state").await else {
+        return;
+    };
+    let op = fx.s.as_client("operator");
+
+    // Blocked by the operator.
+    let blocked = random_msisdn();
+    fx.s.active_subscriber(&blocked, PIN).await;
+    let (st, _, b) = post_json(
+        &op,
+        &fx.s.url(&format!("/v1/admin/subscribers/{blocked}/block")),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    let m = fx.signed(&blocked, "small", "EUR25.00", "R-blocked");
+    fx.refused(&m.to_xml(), 403, "subscriber.blocked").await;
+
+    // The certificate suspended: refused; resumed: the same message goes through.
+    let held = random_msisdn();
+    let (_, cert) = fx.s.active_subscriber(&held, PIN).await;
+    let serial = tmcs::pki::CertInfo::from_pem(&cert).unwrap().serial_hex;
+    let cert_url = |verb: &str| fx.s.url(&format!("/v1/admin/certificates/{serial}/{verb}"));
+    let (st, _, b) = post_json(&op, &cert_url("suspend"), &json!({})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("suspended")), "{b}");
+    let m = fx.signed(&held, "small", "EUR25.00", "R-held");
+    fx.refused(&m.to_xml(), 409, "certificate.not_active").await;
+    let (st, _, b) = post_json(&op, &cert_url("resume"), &json!({})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("active")), "{b}");
+    fx.submit_ok(&m).await;
+
+    // The certificate revoked: refused.
+    let gone = random_msisdn();
+    let (_, cert) = fx.s.active_subscriber(&gone, PIN).await;
+    let serial = tmcs::pki::CertInfo::from_pem(&cert).unwrap().serial_hex;
+    let (st, _, b) = post_json(
+        &op,
+        &fx.s.url(&format!("/v1/admin/certificates/{serial}/revoke")),
+        &json!({ "reason": "keyCompromise" }),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    let m = fx.signed(&gone, "small", "EUR25.00", "R-revoked");
+    fx.refused(&m.to_xml(), 409, "certificate.revoked").await;
+
+    // The merchant suspended: its signature no longer counts; resumed: fine.
+    let payer = random_msisdn();
+    fx.s.active_subscriber(&payer, PIN).await;
+    let party_url = |verb: &str| fx.s.url(&format!("/v1/admin/parties/{MERCHANT}/{verb}"));
+    let (st, _, b) = post_json(&op, &party_url("suspend"), &json!({})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("suspended")), "{b}");
+    let m = fx.signed(&payer, "small", "EUR25.00", "R-merchant-held");
+    fx.refused(&m.to_xml(), 400, "ims.unknown_party").await;
+    let (st, _, b) = post_json(&op, &party_url("resume"), &json!({})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("active")), "{b}");
+    fx.submit_ok(&m).await;
+    fx.finish().await;
+}
+on_both_backends_async!(signing_payer_state, payer_state);
+
+// ---------------------------------------------------------------------------
+// 3c. Authorisation refusals, decline, gateway, expiry
+
+async fn authorisation_refusals(db: Db) {
+    let Some(fx) = Fx::start(db, "signing_authorisation_refusals").await else {
+        return;
+    };
+    let op = fx.s.as_client("operator");
+
+    // Wrong PIN until blocked; then the right PIN is refused too.
+    let a = random_msisdn();
+    let (ha, _) = fx.s.active_subscriber(&a, PIN).await;
+    let id = fx
+        .submit_ok(&fx.signed(&a, "small", "EUR25.00", "R-pin"))
+        .await;
+    for left in [2, 1] {
+        let r = fx.authorize(&ha, &id, "739152").await;
+        problem(&r, 403, "pin.wrong");
+        assert_eq!(r.2["attempts_left"], left, "{}", r.2);
+        assert_eq!(stored(&fx.s, &id).status, "pending_authorization");
+    }
+    let r = fx.authorize(&ha, &id, "739152").await;
+    problem(&r, 403, "pin.blocked");
+    let r = fx.authorize(&ha, &id, PIN).await;
+    problem(&r, 403, "pin.blocked");
+    let row = stored(&fx.s, &id);
+    assert_eq!(
+        (row.status.as_str(), row.signature_b64.as_deref()),
+        ("pending_authorization", None)
+    );
+    assert_eq!(request_events(&fx.s, &id, "request.signed"), 0);
+    let (st, _, view) = get_json(&op, &fx.s.url(&format!("/v1/admin/subscribers/{a}"))).await;
+    assert_eq!(
+        (st, view["state"].as_str()),
+        (200, Some("blocked")),
+        "{view}"
+    );
+    // A blocked PIN also stops new submissions for that payer.
+    let m = fx.signed(&a, "small", "EUR25.00", "R-pin2");
+    let before = request_count(&fx.s);
+    let r = fx.submit(&m.to_xml()).await;
+    assert!(
+        matches!(
+            r.2["code"].as_str(),
+            Some("subscriber.blocked" | "pin.blocked")
+        ),
+        "{r:?}"
+    );
+    assert_eq!((r.0, r.1.as_str()), (403, PROBLEM));
+    fx.assert_count(before);
+
+    // A PIN block for another nonce, digest or request: sad.mismatch, no PIN
+    // attempt used; the right one works afterwards.
+    let b = random_msisdn();
+    let (hb, cert_b) = fx.s.active_subscriber(&b, PIN).await;
+    let mb = fx.signed(&b, "small", "EUR25.00", "R-nonce");
+    let id = fx.submit_ok(&mb).await;
+    let d = fx.detail(&hb, &id).await;
+    let (nonce, dtbs) = (
+        d["nonce"].as_str().unwrap(),
+        d["dtbs_sha256"].as_str().unwrap(),
+    );
+    let other_nonce = URL_SAFE_NO_PAD.encode([7u8; 16]);
+    assert_ne!(other_nonce, nonce);
+    let other_dtbs = dtbs_of(b"something else");
+    for block in [
+        hb.auth_pin_block(&id, &other_nonce, dtbs, PIN).unwrap(),
+        hb.auth_pin_block(&id, nonce, &other_dtbs, PIN).unwrap(),
+        hb.auth_pin_block("00000000-0000-4000-8000-000000000000", nonce, dtbs, PIN)
+            .unwrap(),
+    ] {
+        let r = fx.authorize_block(&hb, &id, &block).await;
+        problem(&r, 403, "sad.mismatch");
+        assert_eq!(stored(&fx.s, &id).status, "pending_authorization");
+    }
+    let (_, _, view) = get_json(&op, &fx.s.url(&format!("/v1/admin/subscribers/{b}"))).await;
+    assert_eq!(
+        view["attempts_left"], 3,
+        "a mismatch must not cost a PIN attempt: {view}"
+    );
+    let block = hb.auth_pin_block(&id, nonce, dtbs, PIN).unwrap();
+    let (st, _, signed) = fx.authorize_block(&hb, &id, &block).await;
+    assert_eq!(
+        (st, signed["status"].as_str()),
+        (200, Some("signed")),
+        "{signed}"
+    );
+    let sig = unb64(signed["signature"].as_str().unwrap());
+    assert_signature(&fx.env, &cert_b, &mb.canonical_c().unwrap(), &sig).await;
+    // The nonce works once.
+    let r = fx.authorize_block(&hb, &id, &block).await;
+    problem(&r, 409, "request.not_pending");
+
+    // Another subscriber's handset can neither see nor authorise it.
+    let intruder = random_msisdn();
+    let (hi, _) = fx.s.active_subscriber(&intruder, PIN).await;
+    let id_b = fx
+        .submit_ok(&fx.signed(&b, "small", "EUR25.00", "R-foreign"))
+        .await;
+    let d = fx.detail(&hb, &id_b).await;
+    let r = fx
+        .handset_get(&hi, &format!("/v1/handset/requests/{id_b}"))
+        .await;
+    problem(&r, 404, "request.not_found");
+    let foreign = hi
+        .auth_pin_block(
+            &id_b,
+            d["nonce"].as_str().unwrap(),
+            d["dtbs_sha256"].as_str().unwrap(),
+            PIN,
+        )
+        .unwrap();
+    let r = fx.authorize_block(&hi, &id_b, &foreign).await;
+    problem(&r, 404, "request.not_found");
+    let r = fx
+        .handset_post(
+            &hi,
+            &format!("/v1/handset/requests/{id_b}/decline"),
+            &json!({}),
+        )
+        .await;
+    problem(&r, 404, "request.not_found");
+    assert_eq!(stored(&fx.s, &id_b).status, "pending_authorization");
+    let (st, _, list) = fx.handset_get(&hi, "/v1/handset/requests").await;
+    assert_eq!((st, &list["requests"]), (200, &json!([])), "{list}");
+
+    // Decline.
+    let id = fx
+        .submit_ok(&fx.signed(&b, "small", "EUR25.00", "R-decline"))
+        .await;
+    let d = fx.detail(&hb, &id).await;
+    let block = hb
+        .auth_pin_block(
+            &id,
+            d["nonce"].as_str().unwrap(),
+            d["dtbs_sha256"].as_str().unwrap(),
+            PIN,
+        )
+        .unwrap();
+    let (st, _, dec) = fx
+        .handset_post(
+            &hb,
+            &format!("/v1/handset/requests/{id}/decline"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, 200, "{dec}");
+    assert_eq!(fx.fsp_view(&id).await["status"], "declined");
+    let r = fx.authorize_block(&hb, &id, &block).await;
+    problem(&r, 409, "request.not_pending");
+    let row = stored(&fx.s, &id);
+    assert_eq!(
+        (row.status.as_str(), row.signature_b64.as_deref()),
+        ("declined", None)
+    );
+
+    // The gateway: tier small only.
+    let g = random_msisdn();
+    let (_, cert_g) = fx.s.active_subscriber(&g, PIN).await;
+    let gw = fx.s.as_client("gateway-demo");
+    let medium = fx
+        .submit_ok(&fx.signed(&g, "medium", "EUR250.00", "R-gw-medium"))
+        .await;
+    let (st, ct, b2) = post_json(
+        &gw,
+        &fx.s.url("/v1/gateway/authorize"),
+        &json!({ "msisdn": g, "request_id": medium, "pin": PIN }),
+    )
+    .await;
+    problem(&(st, ct, b2), 403, "auth.forbidden");
+    assert_eq!(stored(&fx.s, &medium).status, "pending_authorization");
+    assert_eq!(request_events(&fx.s, &medium, "request.signed"), 0);
+    let small_msg = fx.signed(&g, "small", "EUR25.00", "R-gw-small");
+    let small = fx.submit_ok(&small_msg).await;
+    // Naming another subscriber's number does not reach the request.
+    let r = post_json(
+        &gw,
+        &fx.s.url("/v1/gateway/authorize"),
+        &json!({ "msisdn": b, "request_id": small, "pin": PIN }),
+    )
+    .await;
+    problem(&r, 404, "request.not_found");
+    assert_eq!(stored(&fx.s, &small).status, "pending_authorization");
+    let (st, _, signed) = post_json(
+        &gw,
+        &fx.s.url("/v1/gateway/authorize"),
+        &json!({ "msisdn": g, "request_id": small, "pin": PIN }),
+    )
+    .await;
+    assert_eq!(st, 200, "{signed}");
+    assert_eq!(
+        (signed["status"].as_str(), signed["request_id"].as_str()),
+        (Some("signed"), Some(small.as_str()))
+    );
+    let sig = unb64(signed["signature"].as_str().unwrap());
+    assert_signature(&fx.env, &cert_g, &small_msg.canonical_c().unwrap(), &sig).await;
+    assert_eq!(fx.fsp_view(&small).await["status"], "signed");
+
+    // Expiry: after request_ttl_seconds the PIN block no longer helps.
+    let id = fx
+        .submit_ok(&fx.signed(&b, "small", "EUR25.00", "R-expire"))
+        .await;
+    let d = fx.detail(&hb, &id).await;
+    let block = hb
+        .auth_pin_block(
+            &id,
+            d["nonce"].as_str().unwrap(),
+            d["dtbs_sha256"].as_str().unwrap(),
+            PIN,
+        )
+        .unwrap();
+    // A second one, only looked at again by resubmitting it.
+    let late = fx.signed(&b, "small", "EUR25.00", "R-expire-2");
+    let late_id = fx.submit_ok(&late).await;
+    fx.env.clock.advance(time::Duration::seconds(121));
+    let r = fx.authorize_block(&hb, &id, &block).await;
+    problem(&r, 409, "request.expired");
+    assert_eq!(fx.fsp_view(&id).await["status"], "expired");
+    let row = stored(&fx.s, &id);
+    assert_eq!(
+        (row.status.as_str(), row.signature_b64.as_deref()),
+        ("expired", None)
+    );
+    assert_eq!(request_events(&fx.s, &id, "request.signed"), 0);
+    // The same message again names the same request, and says it expired
+    // (its timestamp is still within the allowed skew).
+    let before = request_count(&fx.s);
+    let (st, _, again) = fx.submit(&late.to_xml()).await;
+    assert_eq!(
+        (st, again["request_id"].as_str()),
+        (200, Some(late_id.as_str())),
+        "{again}"
+    );
+    assert_eq!(again["status"], "expired", "{again}");
+    fx.assert_count(before);
+    assert_eq!(fx.fsp_view(&late_id).await["status"], "expired");
+    fx.finish().await;
+}
+on_both_backends_async!(signing_authorisation_refusals, authorisation_refusals);
+
+// ---------------------------------------------------------------------------
+// 4. No PIN at rest
+
+/// A random 10-digit PIN (a chance match in the DB is negligible).
+fn ten_digit_pin() -> String {
+    loop {
+        let mut b = [0u8; 10];
+        openssl::rand::rand_bytes(&mut b).unwrap();
+        let pin: String = b.iter().map(|x| char::from(b'0' + x % 10)).collect();
+        if !tmcs::subscriber::pin::is_trivial(&pin) {
+            return pin;
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn no_pin_at_rest(db: Db) {
+    let Some(fx) = Fx::start(db, "signing_no_pin_at_rest").await else {
+        return;
+    };
+    let (pin, wrong, new_pin) = (ten_digit_pin(), ten_digit_pin(), ten_digit_pin());
+    let msisdn = random_msisdn();
+    let (h, _) = fx.s.active_subscriber(&msisdn, &pin).await;
+
+    // Handset: a wrong PIN, then the right one.
+    let id1 = fx
+        .submit_ok(&fx.signed(&msisdn, "small", "EUR25.00", "R-rest-1"))
+        .await;
+    let r = fx.authorize(&h, &id1, &wrong).await;
+    problem(&r, 403, "pin.wrong");
+    let (st, _, b) = fx.authorize(&h, &id1, &pin).await;
+    assert_eq!(st, 200, "{b}");
+    // Gateway: the plain PIN over mTLS.
+    let id2 = fx
+        .submit_ok(&fx.signed(&msisdn, "small", "EUR20.00", "R-rest-2"))
+        .await;
+    // A gateway sending the PIN as a JSON number: refused, and the problem
+    // body does not echo it (CONTRACT §4: no PINs in bodies).
+    let as_number: u64 = pin.parse().unwrap();
+    let r = post_json(
+        &fx.s.as_client("gateway-demo"),
+        &fx.s.url("/v1/gateway/authorize"),
+        &json!({ "msisdn": msisdn, "request_id": id2, "pin": as_number }),
+    )
+    .await;
+    problem(&r, 400, "request.malformed");
+    assert!(
+        !r.2.to_string().contains(&as_number.to_string()),
+        "the PIN is echoed: {}",
+        r.2
+    );
+    assert_eq!(stored(&fx.s, &id2).status, "pending_authorization");
+    let (st, _, b) = post_json(
+        &fx.s.as_client("gateway-demo"),
+        &fx.s.url("/v1/gateway/authorize"),
+        &json!({ "msisdn": msisdn, "request_id": id2, "pin": pin }),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    // A PIN change, then the new PIN.
+    let (st, _, b) = fx
+        .handset_post(
+            &h,
+            "/v1/handset/pin",
+            &h.pin_change_body(&pin, &new_pin).unwrap(),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let id3 = fx
+        .submit_ok(&fx.signed(&msisdn, "small", "EUR15.00", "R-rest-3"))
+        .await;
+    let (st, _, b) = fx.authorize(&h, &id3, &new_pin).await;
+    assert_eq!(st, 200, "{b}");
+
+    let pins = [pin.as_str(), wrong.as_str(), new_pin.as_str()];
+    // No audit event holds a PIN (details, or anywhere in the row).
+    let all = events(&fx.s, None, None);
+    assert!(
+        all.iter().any(|e| e.action == "pin.failed"),
+        "the flows above must be audited"
+    );
+    for e in &all {
+        let row = format!("{} {} {:?} {}", e.actor, e.action, e.subject, e.details);
+        for p in pins {
+            assert!(!row.contains(p), "audit event {} holds a PIN: {row}", e.seq);
+        }
+    }
+    // Nor any byte of the SQLite database and its WAL.
+    if db == Db::Sqlite {
+        let mut bytes = Vec::new();
+        for name in ["tmcs.db", "tmcs.db-wal", "tmcs.db-journal", "tmcs.db-shm"] {
+            if let Ok(b) = std::fs::read(fx.env.path().join(name)) {
+                bytes.extend_from_slice(&b);
+            }
+        }
+        assert!(std::fs::metadata(fx.env.path().join("tmcs.db")).is_ok_and(|m| m.len() > 0));
+        // The scan sees what the flows wrote (a positive control) …
+        for id in [&id1, &id2, &id3] {
+            assert!(
+                contains(&bytes, id.as_bytes()),
+                "request {id} not found in the DB bytes"
+            );
+        }
+        // … and no PIN.
+        for p in pins {
+            assert!(
+                !contains(&bytes, p.as_bytes()),
+                "a PIN is stored in the database files"
+            );
+        }
+    }
+    fx.finish().await;
+}
+on_both_backends_async!(signing_no_pin_at_rest, no_pin_at_rest);
