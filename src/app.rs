@@ -101,6 +101,8 @@ pub struct App {
     pub pki: Arc<Pki>,
     pub pins: Arc<PinHasher>,
     pub policy: Arc<Policy>,
+    /// Parsed party and device keys, by fingerprint.
+    pub keys: Arc<crate::keycache::KeyCache>,
     pub registry: prometheus::Registry,
 }
 
@@ -153,6 +155,7 @@ impl App {
         }
         let policy = Policy::from_config(&cfg.file.policy).map_err(AppError::Setup)?;
         Ok(App {
+            keys: Arc::new(crate::keycache::KeyCache::new(10_000)),
             policy: Arc::new(policy),
             cfg: Arc::new(cfg),
             clock,

@@ -24,3 +24,4 @@ pub mod signing;
 pub mod sim;
 pub mod store;
 pub mod subscriber;
+pub mod keycache;

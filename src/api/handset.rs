@@ -5,7 +5,6 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use base64::Engine;
 use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
 use openssl::sign::Verifier;
 use serde::Deserialize;
 use serde_json::json;
@@ -132,9 +131,12 @@ async fn authenticate(req: HttpRequest) -> Result<Device, ApiError> {
             else {
                 return Err(deny(actor, "no device key is registered"));
             };
-            let ok = PKey::public_key_from_der(&spki)
+            let name = format!("spki:{}", hex::encode(openssl::sha::sha256(&spki)));
+            let ok = app
+                .keys
+                .get_or_load(&name, || crate::keycache::from_spki_der(&spki))
                 .and_then(|k| {
-                    let mut v = Verifier::new(MessageDigest::sha256(), &k)?;
+                    let mut v = Verifier::new(MessageDigest::sha256(), &k.key)?;
                     v.verify_oneshot(&sig, device_message(&method, &path, &msisdn, ts).as_bytes())
                 })
                 .unwrap_or(false);

@@ -4,7 +4,9 @@
 
 use openssl::hash::MessageDigest;
 use openssl::sign::Verifier;
-use openssl::x509::X509;
+use std::sync::Arc;
+
+use crate::keycache::{self, CachedKey};
 use serde_json::json;
 
 use super::{b64url, ims_error, subject, verification_code, PENDING};
@@ -24,41 +26,39 @@ pub struct Submitted {
     pub created: bool,
 }
 
-/// Verifies `sig` over `msg` with the party's certificate (ECDSA P-256 or
-/// RSA PKCS#1 v1.5, SHA-256, as the certificate's key says).
-fn verify_party(p: &PartyRow, msg: &[u8], sig: &[u8]) -> bool {
-    X509::from_pem(p.cert_pem.as_bytes())
-        .and_then(|x| x.public_key())
-        .and_then(|k| {
-            let mut v = Verifier::new(MessageDigest::sha256(), &k)?;
-            v.verify_oneshot(sig, msg)
-        })
+/// Verifies `sig` over `msg` with the party's key (ECDSA P-256 or RSA
+/// PKCS#1 v1.5, SHA-256, as the certificate's key says).
+fn verify_party(key: &CachedKey, msg: &[u8], sig: &[u8]) -> bool {
+    Verifier::new(MessageDigest::sha256(), &key.key)
+        .and_then(|mut v| v.verify_oneshot(sig, msg))
         .unwrap_or(false)
 }
 
-/// A registered party of `kind` that may take part now.
-fn usable_party(conn: &mut DbConn, id: &str, kind: &str, now: i64) -> DomainResult<PartyRow> {
+/// A registered party of `kind` that may take part now, and its key.
+fn usable_party(
+    app: &App,
+    conn: &mut DbConn,
+    id: &str,
+    kind: &str,
+    now: i64,
+) -> DomainResult<(PartyRow, Arc<CachedKey>)> {
     let p = party::get(conn, id)?
         .filter(|p| p.kind == kind)
-        .ok_or_else(|| {
-            reject(
-                "ims.unknown_party",
-                format!("{id} is not a registered {kind}"),
-            )
-        })?;
+        .ok_or_else(|| reject("ims.unknown_party", format!("{id} is not a registered {kind}")))?;
     if p.status != "active" {
         return Err(reject("ims.unknown_party", format!("{id} is {}", p.status)));
     }
-    let in_validity = crate::pki::CertInfo::from_pem(&p.cert_pem)
-        .map(|c| c.not_before.unix_timestamp() <= now && now <= c.not_after.unix_timestamp())
-        .unwrap_or(false);
-    if !in_validity {
+    let key = app
+        .keys
+        .get_or_load(&p.fingerprint, || keycache::from_cert_pem(&p.cert_pem))
+        .map_err(|_| reject("internal", format!("stored certificate of {id} is unreadable")))?;
+    if now < key.not_before || now > key.not_after {
         return Err(reject(
             "ims.unknown_party",
             format!("the certificate of {id} is not valid now"),
         ));
     }
-    Ok(p)
+    Ok((p, key))
 }
 
 fn payer(conn: &mut DbConn, from: &PartyId) -> DomainResult<SubscriberRow> {
@@ -185,20 +185,20 @@ fn submit_inner(
     let merchant_id = m.to.to_string();
     let (merchant, fsp) = app.store.read(|c| -> DomainResult<_> {
         Ok((
-            usable_party(c, &merchant_id, "merchant", t)?,
-            usable_party(c, fsp_id, "fsp", t)?,
+            usable_party(app, c, &merchant_id, "merchant", t)?,
+            usable_party(app, c, fsp_id, "fsp", t)?,
         ))
     })?;
     let m_bytes = m.canonical_m();
     let f_bytes = m.canonical_f().map_err(ims_error)?;
     let c_bytes = m.canonical_c().map_err(ims_error)?;
-    if !verify_party(&merchant, &m_bytes, &s_m) {
+    if !verify_party(&merchant.1, &m_bytes, &s_m) {
         return Err(reject(
             "ims.bad_signature",
             "to/sign does not verify over M with the merchant's certificate",
         ));
     }
-    if !verify_party(&fsp, &f_bytes, &s_f) {
+    if !verify_party(&fsp.1, &f_bytes, &s_f) {
         return Err(reject(
             "ims.bad_signature",
             "FSPsign does not verify over F with the calling FSP's certificate",
