@@ -459,7 +459,7 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
         "ratio": round2(if floor > 0.0 { auth_per_s / floor } else { 0.0 }),
         "errors": errors.load(Ordering::Relaxed),
         "argon2": { "algorithm": "argon2id", "m_kib": p.m_cost(), "t": p.t_cost(), "p": p.p_cost(),
-                    "concurrency": app.cfg.file.pin.argon2_concurrency },
+                    "concurrency": app.pins.limiter.capacity() },
         "profile_ms_per_cycle": {
             "hsm_ops": round2(per(hsm_after, hsm_before)),
             "argon2": round2(per(argon_after, argon_before)),

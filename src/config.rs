@@ -225,7 +225,8 @@ pub struct PinSection {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
-    /// argon2 hashes computed at once (each takes `argon2_memory_kib`).
+    /// argon2 hashes computed at once (each takes `argon2_memory_kib`);
+    /// 0 means one per CPU core.
     pub argon2_concurrency: usize,
 }
 
@@ -240,7 +241,7 @@ impl Default for PinSection {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             argon2_parallelism: 1,
-            argon2_concurrency: 4,
+            argon2_concurrency: 0,
         }
     }
 }
@@ -405,11 +406,8 @@ impl Config {
         if f.pin.activation_code_digits < 8 || f.pin.activation_code_digits > 18 {
             return Err(invalid("pin.activation_code_digits", "must be 8..=18"));
         }
-        if f.pin.argon2_concurrency == 0 || f.server.blocking_threads == 0 {
-            return Err(invalid(
-                "pin.argon2_concurrency/server.blocking_threads",
-                "must be at least 1",
-            ));
+        if f.server.blocking_threads == 0 {
+            return Err(invalid("server.blocking_threads", "must be at least 1"));
         }
         if f.policy.request_ttl_seconds == 0 {
             return Err(invalid("policy.request_ttl_seconds", "must be positive"));

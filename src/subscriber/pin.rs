@@ -20,6 +20,7 @@ use crate::store::DbConn;
 #[derive(Debug)]
 pub struct Argon2Limiter {
     free: Mutex<usize>,
+    capacity: usize,
     cv: Condvar,
 }
 
@@ -27,8 +28,14 @@ impl Argon2Limiter {
     pub fn new(n: usize) -> Self {
         Argon2Limiter {
             free: Mutex::new(n.max(1)),
+            capacity: n.max(1),
             cv: Condvar::new(),
         }
+    }
+
+    /// How many hashes may run at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     fn run<T>(&self, f: impl FnOnce() -> T) -> T {
@@ -86,7 +93,10 @@ impl PinHasher {
         Ok(PinHasher {
             params,
             pepper,
-            limiter: Argon2Limiter::new(cfg.argon2_concurrency),
+            limiter: Argon2Limiter::new(match cfg.argon2_concurrency {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            }),
             min_len: cfg.min_length,
             max_len: cfg.max_length,
             argon2_seconds: hist("tmcs_pin_argon2_seconds", "argon2id time per PIN hash")?,
