@@ -22,7 +22,9 @@ pub struct KeyCache {
 
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCache").field("capacity", &self.capacity).finish()
+        f.debug_struct("KeyCache")
+            .field("capacity", &self.capacity)
+            .finish()
     }
 }
 
@@ -41,12 +43,7 @@ impl KeyCache {
         name: &str,
         load: impl FnOnce() -> Result<CachedKey, E>,
     ) -> Result<Arc<CachedKey>, E> {
-        if let Some(hit) = self
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
+        if let Some(hit) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Ok(hit.clone());
         }
         let loaded = Arc::new(load()?);

@@ -44,14 +44,24 @@ fn usable_party(
 ) -> DomainResult<(PartyRow, Arc<CachedKey>)> {
     let p = party::get(conn, id)?
         .filter(|p| p.kind == kind)
-        .ok_or_else(|| reject("ims.unknown_party", format!("{id} is not a registered {kind}")))?;
+        .ok_or_else(|| {
+            reject(
+                "ims.unknown_party",
+                format!("{id} is not a registered {kind}"),
+            )
+        })?;
     if p.status != "active" {
         return Err(reject("ims.unknown_party", format!("{id} is {}", p.status)));
     }
     let key = app
         .keys
         .get_or_load(&p.fingerprint, || keycache::from_cert_pem(&p.cert_pem))
-        .map_err(|_| reject("internal", format!("stored certificate of {id} is unreadable")))?;
+        .map_err(|_| {
+            reject(
+                "internal",
+                format!("stored certificate of {id} is unreadable"),
+            )
+        })?;
     if now < key.not_before || now > key.not_after {
         return Err(reject(
             "ims.unknown_party",
