@@ -143,6 +143,22 @@ async fn authenticate(req: HttpRequest) -> Result<Device, ApiError> {
             if !ok {
                 return Err(deny(actor, "device signature does not verify"));
             }
+            // A state-changing call is accepted once per signature: a captured
+            // request cannot be played again inside the skew window.
+            if method != "GET" {
+                let sig_hash = hex::encode(openssl::sha::sha256(&sig));
+                let until = ts + DEVICE_SKEW_SECONDS + 1;
+                let fresh = app
+                    .store
+                    .write(|c| crate::store::replay::first_use(c, &sig_hash, until))
+                    .map_err(|e| ApiError::unavailable("database", e))?;
+                if !fresh {
+                    return Err(deny(
+                        actor,
+                        "device signature already used; sign each request anew",
+                    ));
+                }
+            }
             Ok(Device {
                 subscriber_id: s.id,
             })

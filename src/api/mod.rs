@@ -334,6 +334,10 @@ async fn sweeper(state: web::Data<State>) {
             .blocking(move || {
                 let requests = crate::signing::expire_overdue(&app)?;
                 let certs = crate::pki::lifecycle::expire_certificates(&app)?;
+                let now = app.clock.now().unix_timestamp();
+                app.store
+                    .write(|c| crate::store::replay::purge(c, now))
+                    .map_err(|e| ApiError::unavailable("database", e))?;
                 Ok((requests, certs))
             })
             .await;

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod clients;
 mod conn;
 pub mod keys;
+pub mod replay;
 pub mod requests;
 pub mod revocation;
 pub mod schema;

@@ -167,3 +167,10 @@ diesel::table! {
         signed_at -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    device_signatures (sig_sha256) {
+        sig_sha256 -> Text,
+        expires_at -> BigInt,
+    }
+}

@@ -514,10 +514,32 @@ async fn pin_change_and_wrong_pins(db: Db) {
     )
     .await;
     assert_eq!(st, 401);
+    // A captured request played again is refused before it can burn an attempt.
+    let captured = h
+        .device_header("POST", "/v1/handset/pin", env.now().unix_timestamp())
+        .unwrap();
+    let body = h.pin_change_body("111999", "917364").unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let req = anon
+            .post(s.url("/v1/handset/pin"))
+            .insert_header(("authorization", captured.clone()));
+        answers.push(crate::support::json_of(req.send_json(&body).await.unwrap()).await);
+    }
+    assert_eq!(
+        (answers[0].0, answers[0].2["attempts_left"].as_u64()),
+        (403, Some(2))
+    );
+    assert_eq!(
+        (answers[1].0, answers[1].2["code"].as_str()),
+        (401, Some("auth.device_signature")),
+        "{:?}",
+        answers[1]
+    );
     let (st, _, b) = change("111999", "917364").await;
     assert_eq!(
         (st, b["code"].as_str(), b["attempts_left"].as_u64()),
-        (403, Some("pin.wrong"), Some(2)),
+        (403, Some("pin.wrong"), Some(1)),
         "{b}"
     );
     let (st, _, b) = change(PIN, "1111").await;
