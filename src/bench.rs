@@ -319,32 +319,15 @@ fn histogram(app: &App, name: &str, label: Option<(&str, &str)>) -> (f64, u64) {
 }
 
 async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
-    let cfg2 = cfg.clone();
-    let clock2 = clock.clone();
-    actix_web::rt::task::spawn_blocking(move || crate::init::init(&cfg2, clock2.as_ref()))
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(format!("init: {e}")))?;
-    let app = App::open(cfg.clone(), clock).map_err(|e| fail(format!("open: {e}")))?;
-    let bound = crate::api::bind(app.clone()).map_err(|e| fail(format!("bind: {e}")))?;
-    let port = bound
-        .addrs
-        .first()
-        .map(|a| a.port())
-        .ok_or_else(|| fail("no listener"))?;
-    let handle = bound.server.handle();
-    actix_web::rt::spawn(bound.server);
-    let base = format!("https://localhost:{port}");
-    let ca = cfg.ca_pem.clone();
-    let anon = crate::client::https_client(&ca, None).map_err(|e| fail(e.to_string()))?;
-    let operator = crate::client::https_client(
-        &ca,
-        Some((
-            &cfg.clients_dir.join("operator.crt"),
-            &cfg.clients_dir.join("operator.key"),
-        )),
-    )
-    .map_err(|e| fail(e.to_string()))?;
+    let crate::demo::Local {
+        app,
+        handle,
+        base,
+        ca,
+        anon,
+        operator,
+        ..
+    } = crate::demo::start_local(&cfg, clock).await?;
     let (merchant, _) =
         register_party(&base, &operator, "Bench.Shop@merchant.bench", "merchant").await?;
     let (fsp_party, _) = register_party(&base, &operator, "Bench.FSP@fsp.bench", "fsp").await?;

@@ -447,18 +447,13 @@ pub fn export(store: &Store, out: &Path) -> Result<usize, ExportError> {
     let tmp = out.with_extension("partial");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     let mut n = 0;
-    let mut after = 0;
-    loop {
-        let rows = store.read(|c| audit_rows::batch(c, after, 2000))?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        for r in rows {
-            let line = audit::ExportLine::Event(audit::Event::from_row(r)?);
-            serde_json::to_writer(&mut w, &line)?;
-            w.write_all(b"\n")?;
-            n += 1;
-        }
-    }
+    audit::for_each_stored(store, |r| -> Result<(), ExportError> {
+        let line = audit::ExportLine::Event(audit::Event::from_row(r)?);
+        serde_json::to_writer(&mut w, &line)?;
+        w.write_all(b"\n")?;
+        n += 1;
+        Ok(())
+    })?;
     for cp in store.read(|c| audit_rows::checkpoints(c, 0, i64::MAX))? {
         let line = audit::ExportLine::Checkpoint {
             checkpoint: cp.into(),

@@ -136,31 +136,28 @@ pub fn run(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
     system.block_on(run_async(cfg, clock))
 }
 
-async fn run_async(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
-    let mut out = Out {
-        step: 0,
-        start: Instant::now(),
-    };
-    let data = cfg.data_dir.clone();
+/// A freshly initialised installation serving in this process, with
+/// clients for it (what the demo and the benchmark run against).
+pub(crate) struct Local {
+    pub(crate) app: App,
+    pub(crate) handle: actix_web::dev::ServerHandle,
+    pub(crate) base: String,
+    pub(crate) ca: std::path::PathBuf,
+    pub(crate) anon: awc::Client,
+    pub(crate) operator: awc::Client,
+    pub(crate) created: usize,
+}
 
-    out.step(
-        "tmcs init: SoftHSM2 token, HSM keys, database, CA hierarchy, TLS and client certificates",
-    );
-    let cfg2 = cfg.clone();
-    let clock2 = clock.clone();
+/// `tmcs init`, then the HTTPS service on a free port of this actix system.
+pub(crate) async fn start_local(cfg: &Config, clock: SharedClock) -> Result<Local, DemoError> {
+    let (cfg2, clock2) = (cfg.clone(), clock.clone());
     let report = ctx!(
         actix_web::rt::task::spawn_blocking(move || crate::init::init(&cfg2, clock2.as_ref()))
             .await,
         "init"
     )?;
     let report = ctx!(report, "init")?;
-    out.line(&format!(
-        "data dir {} ({} items created)",
-        data.display(),
-        report.created.len()
-    ));
-
-    let app = ctx!(App::open(cfg.clone(), clock.clone()), "open")?;
+    let app = ctx!(App::open(cfg.clone(), clock), "open")?;
     let bound = ctx!(crate::api::bind(app.clone()), "bind")?;
     let port = bound
         .addrs
@@ -169,25 +166,46 @@ async fn run_async(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
         .ok_or_else(|| fail("no listener"))?;
     let handle = bound.server.handle();
     actix_web::rt::spawn(bound.server);
-    let base = format!("https://localhost:{port}");
-    out.step(&format!("tmcs serve: HTTPS with mTLS roles on {base}"));
     let ca = cfg.ca_pem.clone();
     let anon = ctx!(crate::client::https_client(&ca, None), "client")?;
-    let (_, ready) = call(anon.get(format!("{base}/readyz")), None, "readyz").await?;
-    out.line(&format!("/readyz: {ready}"));
+    let identity = (
+        cfg.clients_dir.join("operator.crt"),
+        cfg.clients_dir.join("operator.key"),
+    );
     let operator = ctx!(
-        crate::client::https_client(
-            &ca,
-            Some((
-                &cfg.clients_dir.join("operator.crt"),
-                &cfg.clients_dir.join("operator.key")
-            ))
-        ),
+        crate::client::https_client(&ca, Some((&identity.0, &identity.1))),
         "operator client"
     )?;
+    Ok(Local {
+        app,
+        handle,
+        base: format!("https://localhost:{port}"),
+        ca,
+        anon,
+        operator,
+        created: report.created.len(),
+    })
+}
 
-    let result = flow(&mut out, &app, &base, &ca, &anon, &operator).await;
-    handle.stop(true).await;
+async fn run_async(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
+    let mut out = Out {
+        step: 0,
+        start: Instant::now(),
+    };
+    out.step(
+        "tmcs init: SoftHSM2 token, HSM keys, database, CA hierarchy, TLS and client certificates",
+    );
+    let l = start_local(&cfg, clock).await?;
+    out.line(&format!(
+        "data dir {} ({} items created)",
+        cfg.data_dir.display(),
+        l.created
+    ));
+    out.step(&format!("tmcs serve: HTTPS with mTLS roles on {}", l.base));
+    let (_, ready) = call(l.anon.get(format!("{}/readyz", l.base)), None, "readyz").await?;
+    out.line(&format!("/readyz: {ready}"));
+    let result = flow(&mut out, &l.app, &l.base, &l.ca, &l.anon, &l.operator).await;
+    l.handle.stop(true).await;
     result
 }
 

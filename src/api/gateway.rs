@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{ApiError, Caller, State};
@@ -39,9 +38,5 @@ async fn authorize(
             )?)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "signed",
-        "request_id": signed.request_id,
-        "signature": signed.signature_b64,
-    })))
+    Ok(HttpResponse::Ok().json(signed.to_json()))
 }

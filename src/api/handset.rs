@@ -249,11 +249,7 @@ async fn authorize(
             )?)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "signed",
-        "request_id": signed.request_id,
-        "signature": signed.signature_b64,
-    })))
+    Ok(HttpResponse::Ok().json(signed.to_json()))
 }
 
 async fn decline(

@@ -246,6 +246,27 @@ pub fn append(
         .ok_or_else(|| AuditError::Encoding("nothing appended".into()))
 }
 
+/// Calls `f` with every stored event in `seq` order, reading in batches.
+pub fn for_each_stored<E>(
+    store: &crate::store::Store,
+    mut f: impl FnMut(EventRow) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<StoreError>,
+{
+    let mut after = 0;
+    loop {
+        let rows = store.read(|c| audit_rows::batch(c, after, 2000))?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        for r in rows {
+            f(r)?;
+        }
+    }
+}
+
 /// A line of an export file: an event, or a checkpoint wrapped as
 /// `{"checkpoint": {...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

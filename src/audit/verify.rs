@@ -160,17 +160,12 @@ pub fn verify_store(
     held: &[Checkpoint],
 ) -> Result<VerifyReport, VerifyError> {
     let mut chain = Chain::new();
-    let mut after = 0;
-    loop {
-        let rows = store.read(|c| audit_rows::batch(c, after, 2000))?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        for r in rows {
-            let seq = r.seq;
-            let e = Event::from_row(r).map_err(|e| fail(seq, e.to_string()))?;
-            chain.push(&e)?;
-        }
-    }
+    super::for_each_stored(store, |r| -> Result<(), VerifyError> {
+        let seq = r.seq;
+        let e = Event::from_row(r).map_err(|e| fail(seq, e.to_string()))?;
+        chain.push(&e)?;
+        Ok(())
+    })?;
     let cps: Vec<Checkpoint> = store
         .read(|c| audit_rows::checkpoints(c, 0, i64::MAX))?
         .into_iter()

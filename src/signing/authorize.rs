@@ -28,6 +28,13 @@ pub struct Signed {
     pub signature_b64: String,
 }
 
+impl Signed {
+    /// The answer of both authorisation endpoints (CONTRACT §7).
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({ "status": "signed", "request_id": self.request_id, "signature": self.signature_b64 })
+    }
+}
+
 /// `POST /v1/handset/requests/{id}/authorize`.
 pub fn authorize_handset(
     app: &App,

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::pin::{check_in_tx, Check};
 use super::{
-    activation_hash, issuance_events, load, new_key_and_cert, parse_device_key, pinblock, subject,
+    activation_hash, load, new_key_and_cert, parse_device_key, pinblock, record_new_cert, subject,
     ACTIVE, BLOCKED, PENDING,
 };
 use crate::app::App;
@@ -161,18 +161,7 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
             fresh = Some(new_key_and_cert(app, &cur, now)?);
         }
         if let Some((key, cert)) = &fresh {
-            certs::insert(
-                c,
-                &cert.to_row(
-                    "issuing",
-                    "subscriber",
-                    Some(&subject(&cur.id)),
-                    Some(&key.id.to_hex()),
-                    "active",
-                    now,
-                ),
-            )?;
-            events.extend(issuance_events(&actor, &cur, key, cert));
+            events.extend(record_new_cert(c, &actor, &cur, key, cert, now)?);
             cur.key_id = Some(key.id.to_hex());
             cur.cert_serial = Some(cert.serial_hex.clone());
         }

@@ -502,8 +502,33 @@ pub(crate) fn new_key_and_cert(
     }
 }
 
+/// Records a subscriber's new certificate (active) in the registry and
+/// returns the events of its key and certificate becoming usable.
+pub(crate) fn record_new_cert(
+    c: &mut DbConn,
+    actor: &Actor,
+    s: &SubscriberRow,
+    key: &crate::hsm::GeneratedKey,
+    cert: &CertInfo,
+    now: OffsetDateTime,
+) -> DomainResult<Vec<NewEvent>> {
+    let owner = subject(&s.id);
+    certs::insert(
+        c,
+        &cert.to_row(
+            "issuing",
+            "subscriber",
+            Some(&owner),
+            Some(&key.id.to_hex()),
+            "active",
+            now,
+        ),
+    )?;
+    Ok(issuance_events(actor, s, key, cert))
+}
+
 /// The events of a new key and its certificate becoming usable.
-pub(crate) fn issuance_events(
+fn issuance_events(
     actor: &Actor,
     s: &SubscriberRow,
     key: &crate::hsm::GeneratedKey,
@@ -561,18 +586,7 @@ pub fn renew(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<Renewed> {
                 "the subscriber changed meanwhile; try again",
             ));
         }
-        let mut events = issuance_events(actor, &cur, &key, &cert);
-        certs::insert(
-            c,
-            &cert.to_row(
-                "issuing",
-                "subscriber",
-                Some(&subject(&cur.id)),
-                Some(&key.id.to_hex()),
-                "active",
-                now,
-            ),
-        )?;
+        let mut events = record_new_cert(c, actor, &cur, &key, &cert, now)?;
         let old_key = cur.key_id.clone();
         if let Some(old) = &cur.cert_serial {
             let old_row = certs::get(c, old)?;
