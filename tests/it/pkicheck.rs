@@ -51,12 +51,7 @@ pub fn crl_entry(text: &str, serial: &str) -> String {
 pub async fn fetch_crl(s: &Served) -> Vec<u8> {
     let mut res = s.anonymous().get(s.url("/pki/crl")).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 200);
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ct = crate::support::content_type(res.headers());
     assert_eq!(ct, "application/pkix-crl");
     res.body().limit(1 << 20).await.unwrap().to_vec()
 }

@@ -262,12 +262,7 @@ async fn post_ocsp(s: &Served, body: Vec<u8>) -> (u16, String, Vec<u8>) {
         .send_body(body)
         .await
         .unwrap();
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ct = crate::support::content_type(res.headers());
     let body = res.body().limit(1 << 20).await.unwrap().to_vec();
     (res.status().as_u16(), ct, body)
 }

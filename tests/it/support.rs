@@ -196,12 +196,7 @@ pub async fn json_of(
 ) -> (u16, String, serde_json::Value) {
     let mut res = res;
     let status = res.status().as_u16();
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ct = crate::support::content_type(res.headers());
     let body = res.body().limit(10 << 20).await.unwrap();
     let v = if body.is_empty() {
         serde_json::Value::Null
@@ -317,4 +312,12 @@ pub fn random_msisdn() -> String {
     let mut b = [0u8; 4];
     openssl::rand::rand_bytes(&mut b).unwrap();
     format!("+49151{:08}", u32::from_le_bytes(b) % 100_000_000)
+}
+
+/// The Content-Type of a response ("" when absent).
+pub fn content_type(h: &actix_web::http::header::HeaderMap) -> String {
+    h.get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
