@@ -340,7 +340,16 @@ fn unix_now() -> i64 {
 #[test]
 fn demo_runs_end_to_end() {
     let d = tempfile::tempdir().unwrap();
-    let o = tmcs(&d.path().join("unused"), &["demo"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tmcs"));
+    cmd.args(["demo", "--keep"])
+        .env("RUST_LOG", "debug")
+        .current_dir(d.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TMCS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let o = cmd.output().unwrap();
     let out = stdout(&o);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(
@@ -359,4 +368,21 @@ fn demo_runs_end_to_end() {
     let xml: String = out[xml_start..xml_end].lines().map(str::trim).collect();
     let m = tmcs::ims::ImsMessage::parse(xml.as_bytes()).unwrap();
     assert!(m.from_sign.is_some() && m.to_sign.is_some() && m.fsp_sign.is_some());
+    // The demo's PIN never shows, neither in its output and debug log nor in its database.
+    let pin = "48291635";
+    assert!(!out.contains(pin) && !stderr(&o).contains(pin));
+    let kept = out
+        .lines()
+        .find_map(|l| l.strip_prefix("data dir kept: "))
+        .expect("--keep prints the data dir");
+    let kept = std::path::PathBuf::from(kept.trim());
+    for f in ["tmcs.db", "tmcs.db-wal"] {
+        if let Ok(bytes) = std::fs::read(kept.join(f)) {
+            assert!(
+                !bytes.windows(pin.len()).any(|w| w == pin.as_bytes()),
+                "PIN in {f}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&kept).unwrap();
 }

@@ -317,29 +317,38 @@ async fn whole_life_of_one_certificate(db: Db) {
         .all(|c| tmcs::audit::verify_checkpoint_sig(c, &key)));
     assert!(tmcs::audit::verify_store(&s.app.store, &key, &[]).is_ok());
 
-    // The auditor may not write anything.
-    for (path, body) in [
-        (
-            "/v1/admin/subscribers".to_string(),
-            json!({"msisdn": random_msisdn(), "display_name": "x", "kyc_ref": "y"}),
-        ),
-        (
-            format!("/v1/admin/certificates/{serial2}/suspend"),
-            json!({}),
-        ),
-        (format!("/v1/admin/subscribers/{msisdn}/block"), json!({})),
-        (
-            "/v1/admin/parties".to_string(),
-            json!({"party_id": "a@merchant.b", "kind": "merchant", "csr": "x"}),
-        ),
-    ] {
-        let (st, _, b) = post_json(&aud, &s.url(&path), &body).await;
+    // The auditor may not write anything: every write route behind mTLS,
+    // with real path values, answers 403 and changes nothing.
+    let events_before = tmcs::audit::verify_store(&s.app.store, &key, &[])
+        .unwrap()
+        .events;
+    let mut writes = 0;
+    for (method, pattern) in tmcs::api::ROUTES {
+        let mtls = ["/v1/admin", "/v1/fsp", "/v1/gateway", "/v1/audit"]
+            .iter()
+            .any(|p| pattern.starts_with(p));
+        if *method == "GET" || !mtls {
+            continue;
+        }
+        let path = pattern
+            .replace("{msisdn}", &msisdn)
+            .replace("{serial}", &serial2)
+            .replace("{party_id}", "Merkur.Trade@merchant.xbank")
+            .replace("{id}", "00000000-0000-0000-0000-000000000000");
+        let (st, _, b) = post_json(&aud, &s.url(&path), &json!({})).await;
         assert_eq!(
             (st, b["code"].as_str()),
             (403, Some("auth.forbidden")),
             "{path}"
         );
+        writes += 1;
     }
+    assert!(writes >= 14, "only {writes} write routes checked");
+    // Each refusal is one auth.denied event, nothing else changed.
+    let after = tmcs::audit::verify_store(&s.app.store, &key, &[])
+        .unwrap()
+        .events;
+    assert_eq!(after, events_before + writes);
     s.stop().await;
 }
 on_both_backends_async!(whole_life, whole_life_of_one_certificate);

@@ -191,9 +191,20 @@ impl Fx {
     /// Submits and expects the refusal `code` with no request created.
     async fn refused(&self, xml: &str, status: u16, code: &str) -> Reply {
         let before = request_count(&self.s);
+        let rejected_before = events(&self.s, None, Some("request.rejected")).len();
         let r = self.submit(xml).await;
         problem(&r, status, code);
         self.assert_count(before);
+        // Refusals decided by the domain (not the HTTP layer) are audited with their code.
+        let domain = ["ims.", "limit.", "subscriber.", "certificate."]
+            .iter()
+            .any(|p| code.starts_with(p));
+        if domain {
+            let rejected = events(&self.s, None, Some("request.rejected"));
+            assert_eq!(rejected.len(), rejected_before + 1, "{code} not audited");
+            let details: Value = serde_json::from_str(&rejected.last().unwrap().details).unwrap();
+            assert_eq!(details["problem"], code);
+        }
         r
     }
 
