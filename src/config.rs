@@ -80,7 +80,7 @@ impl Default for ServerSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSection {
     /// `sqlite://PATH` or `postgres://…`; empty means `sqlite://<data>/tmcs.db`.
@@ -283,8 +283,33 @@ impl Default for AuditSection {
     }
 }
 
+impl std::fmt::Debug for DatabaseSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSection")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_seconds", &self.connect_timeout_seconds)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 /// The resolved configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub file: FileConfig,
@@ -296,6 +321,18 @@ pub struct Config {
     pub tls_key: PathBuf,
     pub clients_dir: PathBuf,
     pub ca_pem: PathBuf,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("file", &self.file)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("hsm_pin_file", &self.hsm_pin_file)
+            .field("softhsm_conf", &self.softhsm_conf)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -579,6 +616,21 @@ mod tests {
         assert_eq!(c.file.hsm.pin.as_ref().unwrap().expose_secret(), "123456");
         assert!(!c.is_sqlite());
         assert!(!format!("{:?}", c).contains("123456"));
+        let c = Config::load(
+            None,
+            dir.path(),
+            env(&[(
+                "TMCS_DATABASE__URL",
+                "postgres://tmcs:s3cr3t-pw@db:5432/tmcs",
+            )]),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("s3cr3t-pw") && dbg.contains("postgres://tmcs:***@db:5432/tmcs"),
+            "{dbg}"
+        );
+        assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
         let bad = Config::load(None, dir.path(), env(&[("TMCS_PIN__NOPE", "1")]));
         assert!(bad.is_err());
         let bad = Config::load(
