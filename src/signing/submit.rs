@@ -186,18 +186,21 @@ fn submit_inner(
             "this FSP client is not bound to a registered FSP party",
         ));
     };
-    if m.to.role() != Some(PartyRole::Merchant) {
-        return Err(reject(
-            "ims.unknown_party",
-            "the payee must be a registered merchant",
-        ));
-    }
+    // The payee: a registered merchant signs M. A person payee (P2P, by
+    // person id or tel:) has no certificate; the calling FSP signs M for it.
     let merchant_id = m.to.to_string();
+    let p2p = m.to.role() != Some(PartyRole::Merchant);
+    if p2p && m.to == m.from {
+        return Err(reject("ims.unknown_party", "payer and payee are the same"));
+    }
     let (merchant, fsp) = app.store.read(|c| -> DomainResult<_> {
-        Ok((
-            usable_party(app, c, &merchant_id, "merchant", t)?,
-            usable_party(app, c, fsp_id, "fsp", t)?,
-        ))
+        let fsp = usable_party(app, c, fsp_id, "fsp", t)?;
+        let payee = if p2p {
+            fsp.clone()
+        } else {
+            usable_party(app, c, &merchant_id, "merchant", t)?
+        };
+        Ok((payee, fsp))
     })?;
     let m_bytes = m.canonical_m();
     let f_bytes = m.canonical_f().map_err(ims_error)?;
@@ -205,7 +208,11 @@ fn submit_inner(
     if !verify_party(&merchant.1, &m_bytes, &s_m) {
         return Err(reject(
             "ims.bad_signature",
-            "to/sign does not verify over M with the merchant's certificate",
+            if p2p {
+                "to/sign does not verify over M with the calling FSP's certificate (P2P)"
+            } else {
+                "to/sign does not verify over M with the merchant's certificate"
+            },
         ));
     }
     if !verify_party(&fsp.1, &f_bytes, &s_f) {

@@ -1265,3 +1265,50 @@ async fn no_pin_at_rest(db: Db) {
     fx.finish().await;
 }
 on_both_backends_async!(signing_no_pin_at_rest, no_pin_at_rest);
+
+/// P2P (CONTRACT §5: the payee may be a person): a person or `tel:` payee
+/// has no certificate, so the calling FSP signs M for it; a payer alias
+/// (`name@person.domain`) names the payer.
+async fn person_to_person(db: Db) {
+    let Some(fx) = Fx::start(db, "person_to_person").await else {
+        return;
+    };
+    let msisdn = random_msisdn();
+    let (h, sub_cert) = fx.s.active_subscriber(&msisdn, PIN).await;
+    for payee in [
+        format!("tel:{}", random_msisdn()),
+        "Ann.Friend@person.xbank".to_string(),
+    ] {
+        let mut m = fx.ims(&msisdn, "small", "EUR12.50", &unique("P2P-"));
+        m.to = PartyId::parse(&payee).unwrap();
+        // Signed by the merchant's key instead of the FSP's: refused.
+        sign_with(&mut m, &fx.merchant.key, &fx.fsp.key);
+        fx.refused(&m.to_xml(), 400, "ims.bad_signature").await;
+        sign_with(&mut m, &fx.fsp.key, &fx.fsp.key);
+        let id = fx.submit_ok(&m).await;
+        let r = fx.authorize(&h, &id, PIN).await;
+        assert_eq!(r.0, 200, "{}", r.2);
+        let sig = unb64(r.2["signature"].as_str().unwrap());
+        assert_signature(&fx.env, &sub_cert, &m.canonical_c().unwrap(), &sig).await;
+    }
+    // Paying oneself is refused.
+    let mut m = fx.ims(&msisdn, "small", "EUR1.00", &unique("SELF-"));
+    m.to = m.from.clone();
+    sign_with(&mut m, &fx.fsp.key, &fx.fsp.key);
+    fx.refused(&m.to_xml(), 400, "ims.unknown_party").await;
+    // A payer named by its person alias.
+    let (st, _, b) = post_json(
+        &fx.s.as_client("operator"),
+        &fx.s.url("/v1/admin/subscribers"),
+        &json!({ "msisdn": random_msisdn(), "display_name": "J B", "kyc_ref": "K", "party_id": "John.Bernard@person.xbank" }),
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    let mut m = fx.ims(&msisdn, "small", "EUR2.00", &unique("ALIAS-"));
+    m.from = PartyId::parse("John.Bernard@person.xbank").unwrap();
+    fx.sign(&mut m);
+    // Registered but not activated: no certificate to sign with yet.
+    fx.refused(&m.to_xml(), 409, "subscriber.not_active").await;
+    fx.s.stop().await;
+}
+on_both_backends_async!(signing_person_to_person, person_to_person);
