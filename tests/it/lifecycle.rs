@@ -714,3 +714,158 @@ async fn certificates_expire(db: Db) {
     s.stop().await;
 }
 on_both_backends_async!(certificate_expiry, certificates_expire);
+
+/// Parties (issue 3 point 6): by CSR or by a given certificate; FSPs and
+/// gateways become mTLS identities; suspension and revocation reach mTLS,
+/// the CRL and OCSP at once.
+async fn parties_by_csr_and_certificate(db: Db) {
+    let Some(env) = Env::new(db, "parties_by_csr_and_certificate") else {
+        return;
+    };
+    env.init();
+    let s = Served::start(&env);
+    let op = s.as_client("operator");
+    // By CSR: an FSP.
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec![])
+        .unwrap()
+        .serialize_request(&kp)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let fsp_id = "Pay.Now@fsp.example";
+    let (st, _, b) = post_json(
+        &op,
+        &s.url("/v1/admin/parties"),
+        &json!({ "party_id": fsp_id, "kind": "fsp", "csr": csr }),
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    let cert_pem = b["certificate"].as_str().unwrap().to_string();
+    let serial = b["serial"].as_str().unwrap().to_string();
+    let (ok, out) = openssl(&[
+        "verify",
+        "-CAfile",
+        env.ca().to_str().unwrap(),
+        &write(&env, "party.pem", cert_pem.as_bytes()),
+    ]);
+    assert!(ok, "{out}");
+    // Its certificate is an mTLS identity with role fsp.
+    let fsp = tmcs::client::https_client_pem(&env.ca(), &cert_pem, &kp.serialize_pem()).unwrap();
+    let (st, _, b) = get_json(
+        &fsp,
+        &s.url("/v1/fsp/requests/00000000-0000-0000-0000-000000000000"),
+    )
+    .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (404, Some("request.not_found")),
+        "{b}"
+    );
+    // Registered twice: a conflict.
+    let (st, _, b) = post_json(
+        &op,
+        &s.url("/v1/admin/parties"),
+        &json!({ "party_id": fsp_id, "kind": "fsp", "csr": csr }),
+    )
+    .await;
+    assert_eq!((st, b["code"].as_str()), (409, Some("party.exists")));
+    // Bad input: wrong id form, both or neither credential, junk CSR.
+    for body in [
+        json!({ "party_id": "Pay.Now@merchant.example", "kind": "fsp", "csr": csr }),
+        json!({ "party_id": "x@fsp.example", "kind": "fsp" }),
+        json!({ "party_id": "x@fsp.example", "kind": "wizard", "csr": csr }),
+    ] {
+        let (st, _, b) = post_json(&op, &s.url("/v1/admin/parties"), &body).await;
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (400, Some("request.invalid")),
+            "{body}"
+        );
+    }
+    let (st, _, b) = post_json(
+        &op,
+        &s.url("/v1/admin/parties"),
+        &json!({ "party_id": "x@fsp.example", "kind": "fsp", "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n" }),
+    )
+    .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (400, Some("certificate.invalid")),
+        "{b}"
+    );
+
+    // Suspend: mTLS refused, OCSP on hold; resume: back.
+    let party_url = |verb: &str| s.url(&format!("/v1/admin/parties/{fsp_id}/{verb}"));
+    let (st, _, b) = post_json(&op, &party_url("suspend"), &json!({})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("suspended")), "{b}");
+    let (st, _, _) = get_json(&fsp, &s.url("/v1/fsp/requests/x")).await;
+    assert_eq!(st, 403);
+    let ocsp = ocsp_via_url(&env, &s, &cert_pem).await;
+    assert!(ocsp.contains("Reason: certificateHold"), "{ocsp}");
+    let (st, _, b) = post_json(&op, &party_url("resume"), &json!({})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("active")), "{b}");
+    let (st, _, _) = get_json(&fsp, &s.url("/v1/fsp/requests/x")).await;
+    assert_eq!(st, 404);
+    // Revoke (keyCompromise): refused for good, listed on the CRL.
+    let (st, _, b) = post_json(
+        &op,
+        &party_url("revoke"),
+        &json!({ "reason": "keyCompromise" }),
+    )
+    .await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("revoked")), "{b}");
+    let (st, _, _) = get_json(&fsp, &s.url("/v1/fsp/requests/x")).await;
+    assert_eq!(st, 403);
+    let crl = served_crl_text(&env, &s).await;
+    assert!(crl_entry(&crl, &serial).contains("Key Compromise"), "{crl}");
+    let (st, _, b) = post_json(&op, &party_url("resume"), &json!({})).await;
+    assert_eq!((st, b["code"].as_str()), (409, Some("certificate.revoked")));
+
+    // By a given certificate: the bootstrap fsp-demo client becomes a party.
+    let (demo_cert, _) = env.client_files("fsp-demo");
+    let pem = std::fs::read_to_string(demo_cert).unwrap();
+    let (st, _, b) = post_json(
+        &op,
+        &s.url("/v1/admin/parties"),
+        &json!({ "party_id": "Demo.FSP@fsp.xbank", "kind": "fsp", "certificate": pem }),
+    )
+    .await;
+    assert_eq!(
+        (st, b["issued_by_tmcs"].as_bool()),
+        (201, Some(false)),
+        "{b}"
+    );
+    let (st, _, b) = get_json(&s.as_client("fsp-demo"), &s.url("/v1/fsp/requests/x")).await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (404, Some("request.not_found")),
+        "{b}"
+    );
+    let (st, _, b) = get_json(&op, &s.url("/v1/admin/parties/Demo.FSP@fsp.xbank")).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("active")), "{b}");
+    // The auditor saw it all.
+    let (_, _, b) = get_json(
+        &s.as_client("auditor"),
+        &s.url(&format!("/v1/audit/events?subject=party:{fsp_id}")),
+    )
+    .await;
+    let actions: Vec<&str> = b["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "auth.client_registered",
+            "party.registered",
+            "party.suspended",
+            "party.resumed",
+            "party.revoked"
+        ]
+    );
+    s.stop().await;
+}
+on_both_backends_async!(parties, parties_by_csr_and_certificate);
