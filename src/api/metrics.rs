@@ -43,7 +43,15 @@ pub async fn observe(
     let start = Instant::now();
     let method = req.method().to_string();
     let state = req.app_data::<web::Data<State>>().cloned();
-    let res = next.call(req).await?;
+    let request_id = request_id(&req);
+    let span = tracing::info_span!("http", request_id = %request_id);
+    let mut res = tracing::Instrument::instrument(next.call(req), span).await?;
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            v,
+        );
+    }
     let route = res
         .request()
         .match_pattern()
@@ -61,6 +69,7 @@ pub async fn observe(
             .observe(elapsed.as_secs_f64());
     }
     tracing::info!(
+        request_id = %request_id,
         method = %method,
         route = %route,
         status,
@@ -68,4 +77,20 @@ pub async fn observe(
         "request"
     );
     Ok(res)
+}
+
+/// The caller's `X-Request-Id` when it is a sane token (1–64 of
+/// `[A-Za-z0-9._-]`), else a new UUID. Echoed in the answer and in every
+/// log line of the request, so a support case can be followed end to end.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }

@@ -52,7 +52,9 @@ impl State {
             .acquire_owned()
             .await
             .map_err(|e| ApiError::unavailable("worker pool", e))?;
-        match actix_web::rt::task::spawn_blocking(f).await {
+        // Logs of the blocking work carry the request's span (its request id).
+        let span = tracing::Span::current();
+        match actix_web::rt::task::spawn_blocking(move || span.in_scope(f)).await {
             Ok(r) => r,
             Err(e) => Err(ApiError::internal(format!("blocking task failed: {e}"))),
         }

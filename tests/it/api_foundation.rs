@@ -12,6 +12,28 @@ async fn health_metrics_and_pki(db: Db) {
     let s = Served::start(&env);
     // The client trusts only ca.pem, so these calls prove the TLS chain.
     let anon = s.anonymous();
+    // Every answer carries a request id: the caller's when sane, else a new one.
+    let res = anon
+        .get(s.url("/healthz"))
+        .insert_header(("x-request-id", "pos-7.req_42"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("x-request-id").unwrap(), "pos-7.req_42");
+    let res = anon
+        .get(s.url("/healthz"))
+        .insert_header(("x-request-id", "bad id!"))
+        .send()
+        .await
+        .unwrap();
+    let generated = res
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
     let (st, _, body) = json_of(anon.get(s.url("/healthz")).send().await.unwrap()).await;
     assert_eq!((st, body["status"].as_str()), (200, Some("ok")));
     let (st, _, body) = json_of(anon.get(s.url("/readyz")).send().await.unwrap()).await;
