@@ -145,10 +145,9 @@ fn sign_once(
     let now = app.clock.now();
     let t = now.unix_timestamp();
 
-    enum Gate {
-        Claimed(crate::hsm::KeyId, String),
-        Pin(pin::Check),
-    }
+    // The outer result rolls the transaction back; the inner one is a refusal
+    // that commits (a wrong PIN counts).
+    type Gate = Result<(crate::hsm::KeyId, String), crate::error::DomainError>;
     let gate = app.store.write(|c| -> DomainResult<Gate> {
         let check = pin::check_in_tx(c, &s.id, subscriber::ACTIVE, max, &candidate, |c| subscriber::stored_verifier(c, &s.id), t)?;
         match check {
@@ -161,9 +160,9 @@ fn sign_once(
                     }
                 }
                 audit::append_all(c, now, events)?;
-                return Ok(Gate::Pin(check));
+                return Ok(Err(subscriber::pin_refusal(Some(left))));
             }
-            pin::Check::Blocked => return Ok(Gate::Pin(check)),
+            pin::Check::Blocked => return Ok(Err(subscriber::pin_refusal(None))),
         }
         let (key, cert) = subscriber::signing_key(c, &s.id, now)?;
         if !requests::claim(c, &row.id, t)? {
@@ -185,15 +184,9 @@ fn sign_once(
                 json!({ "channel": channel, "payer": subscriber::subject(&s.id), "certificate": cert.serial }),
             ),
         )?;
-        Ok(Gate::Claimed(key, cert.serial))
+        Ok(Ok((key, cert.serial)))
     })?;
-    let (key, serial) = match gate {
-        Gate::Claimed(k, serial) => (k, serial),
-        Gate::Pin(check) => {
-            subscriber::pin_outcome(check)?;
-            return Err(reject("internal", "PIN gate without an outcome"));
-        }
-    };
+    let (key, serial) = gate?;
 
     // The one signature, in the HSM, over exactly C.
     let mut m = parse_stored(&row)?;

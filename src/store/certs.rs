@@ -122,3 +122,11 @@ pub fn past_not_after(conn: &mut DbConn, now: i64, limit: i64) -> DbResult<Vec<C
         .select(CertRow::as_select())
         .load(conn)?)
 }
+
+/// Records that `old` was replaced by `new` (renewal).
+pub fn set_superseded_by(conn: &mut DbConn, old: &str, new: &str) -> DbResult<()> {
+    diesel::update(certificates::table.find(old))
+        .set(certificates::superseded_by.eq(new))
+        .execute(conn)?;
+    Ok(())
+}

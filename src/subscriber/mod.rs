@@ -600,7 +600,7 @@ pub fn renew(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<Renewed> {
                 )?;
                 events.push(ev);
             }
-            diesel_superseded_by(c, old, &cert.serial_hex)?;
+            certs::set_superseded_by(c, old, &cert.serial_hex)?;
             events.push(NewEvent::new(
                 actor,
                 "cert.renewed",
@@ -631,15 +631,6 @@ pub fn renew(app: &App, actor: &Actor, msisdn: &str) -> DomainResult<Renewed> {
             Err(e)
         }
     }
-}
-
-fn diesel_superseded_by(c: &mut DbConn, old: &str, new: &str) -> DomainResult<()> {
-    use crate::store::schema::certificates;
-    use diesel::prelude::*;
-    diesel::update(certificates::table.find(old))
-        .set(certificates::superseded_by.eq(new))
-        .execute(c)?;
-    Ok(())
 }
 
 /// The subscriber's signing key, if the subscriber and its certificate may
@@ -823,18 +814,25 @@ pub(crate) fn pin_failure_events(
     events
 }
 
+/// The refusal after a wrong PIN with `left` attempts left (`pin.wrong`),
+/// or once none are left or the PIN was blocked already (`pin.blocked`).
+pub(crate) fn pin_refusal(left: Option<u32>) -> crate::error::DomainError {
+    match left {
+        Some(left) if left > 0 => crate::error::reject_with_attempts(
+            "pin.wrong",
+            format!("wrong PIN; {left} attempts left"),
+            left,
+        ),
+        _ => reject("pin.blocked", "the PIN is blocked"),
+    }
+}
+
 /// Maps a PIN check to the API outcome: `pin.wrong` with attempts left, or `pin.blocked`.
 pub(crate) fn pin_outcome(check: pin::Check) -> DomainResult<()> {
     match check {
         pin::Check::Correct => Ok(()),
-        pin::Check::Wrong { left } if left > 0 => Err(crate::error::reject_with_attempts(
-            "pin.wrong",
-            format!("wrong PIN; {left} attempts left"),
-            left,
-        )),
-        pin::Check::Wrong { .. } | pin::Check::Blocked => {
-            Err(reject("pin.blocked", "the PIN is blocked"))
-        }
+        pin::Check::Wrong { left } => Err(pin_refusal(Some(left))),
+        pin::Check::Blocked => Err(pin_refusal(None)),
     }
 }
 
