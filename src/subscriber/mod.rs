@@ -164,36 +164,23 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
     let t = now.unix_timestamp();
     let reactivated = existing.is_some();
     app.store.write(|c| -> DomainResult<()> {
-        let row = match subscribers::by_msisdn(c, &reg.msisdn)? {
+        let base = match subscribers::by_msisdn(c, &reg.msisdn)? {
             Some(s) if s.state != ARCHIVED => {
                 return Err(reject(
                     "subscriber.exists",
                     "the MSISDN is already registered",
                 ))
             }
-            Some(s) => SubscriberRow {
-                display_name: reg.display_name.clone(),
-                kyc_ref: reg.kyc_ref.clone(),
-                state: PENDING.into(),
-                activation_hash: Some(hash.clone()),
-                activation_expires_at: Some(expires.unix_timestamp()),
-                attempts: 0,
-                pin_salt: None,
-                pin_verifier: None,
-                device_spki: None,
-                updated_at: t,
-                alias: reg.party_id.clone().or(s.alias.clone()),
-                ..s
-            },
+            Some(s) => s,
             None => SubscriberRow {
                 id: id.clone(),
                 msisdn: reg.msisdn.clone(),
                 pseudonym: format!("sub-{}", &uuid::Uuid::new_v4().simple().to_string()[..20]),
-                display_name: reg.display_name.clone(),
-                kyc_ref: reg.kyc_ref.clone(),
-                state: PENDING.into(),
-                activation_hash: Some(hash.clone()),
-                activation_expires_at: Some(expires.unix_timestamp()),
+                display_name: String::new(),
+                kyc_ref: String::new(),
+                state: String::new(),
+                activation_hash: None,
+                activation_expires_at: None,
                 attempts: 0,
                 pin_salt: None,
                 pin_verifier: None,
@@ -202,8 +189,23 @@ pub fn register(app: &App, actor: &Actor, reg: Registration) -> DomainResult<Act
                 cert_serial: None,
                 created_at: t,
                 updated_at: t,
-                alias: reg.party_id.clone(),
+                alias: None,
             },
+        };
+        // New or archived alike: pending, with a fresh code and no PIN or device.
+        let row = SubscriberRow {
+            display_name: reg.display_name.clone(),
+            kyc_ref: reg.kyc_ref.clone(),
+            state: PENDING.into(),
+            activation_hash: Some(hash.clone()),
+            activation_expires_at: Some(expires.unix_timestamp()),
+            attempts: 0,
+            pin_salt: None,
+            pin_verifier: None,
+            device_spki: None,
+            updated_at: t,
+            alias: reg.party_id.clone().or(base.alias.clone()),
+            ..base
         };
         if row.id != id {
             return Err(reject(
