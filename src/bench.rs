@@ -35,6 +35,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(rank as usize).copied().unwrap_or_default()
 }
 
+/// This process's resident set size in MiB (server and load generator
+/// together: the service runs in-process), from `/proc/self/status`.
+pub fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(round2(kib / 1024.0))
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -379,6 +394,7 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
     let submit_ms = Arc::new(std::sync::Mutex::new(Vec::new()));
     let auth_ms = Arc::new(std::sync::Mutex::new(Vec::new()));
     let errors = Arc::new(AtomicU64::new(0));
+    let rss_start = rss_mb();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(opts.seconds);
     let tasks: Vec<_> = handsets
@@ -398,6 +414,7 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
         .collect();
     futures_util::future::join_all(tasks).await;
     let elapsed = start.elapsed().as_secs_f64();
+    let rss_end = rss_mb();
 
     let hsm_after = histogram(&app, "tmcs_hsm_operation_seconds", None);
     let argon_after = histogram(&app, "tmcs_pin_argon2_seconds", None);
@@ -441,8 +458,10 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
         "crypto_floor_threads": threads,
         "ratio": round2(if floor > 0.0 { auth_per_s / floor } else { 0.0 }),
         "errors": errors.load(Ordering::Relaxed),
+        "rss_mb_start": rss_start,
+        "rss_mb_end": rss_end,
         "argon2": { "algorithm": "argon2id", "m_kib": p.m_cost(), "t": p.t_cost(), "p": p.p_cost(),
-                    "concurrency": app.pins.limiter.capacity() },
+                    "concurrency": app.pins.slots.capacity() },
         "profile_ms_per_cycle": {
             "hsm_ops": round2(per(hsm_after, hsm_before)),
             "argon2": round2(per(argon_after, argon_before)),

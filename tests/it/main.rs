@@ -15,3 +15,4 @@ mod lifecycle;
 mod pkicheck;
 mod revocation;
 mod signing;
+mod soak;
