@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::fsutil;
-use crate::hsm::{Hsm, HsmError, HsmMetrics, HsmSettings};
+use crate::hsm::{Custody, Hsm, HsmError, HsmMetrics, HsmSettings};
 use crate::pki::{Pki, PkiError, PkiSettings, Profiles};
 use crate::signing::Policy;
 use crate::store::{Store, StoreError, StoreSettings};
@@ -91,18 +91,62 @@ pub fn pki_settings(cfg: &Config) -> Result<PkiSettings, AppError> {
     })
 }
 
-/// The opened service parts. Cheap to clone.
+/// What the domain works with: the store, key custody, the PKI, the PIN
+/// hasher and its settings, the payment policy, the clock. `App::open`
+/// builds it from the configuration; domain code never reads `Config`.
+/// Cheap to clone.
 #[derive(Clone)]
-pub struct App {
-    pub cfg: Arc<Config>,
+pub struct Services {
     pub clock: SharedClock,
     pub store: Store,
-    pub hsm: Hsm,
+    pub custody: Arc<dyn Custody>,
     pub pki: Arc<Pki>,
     pub pins: Arc<PinHasher>,
     pub policy: Arc<Policy>,
     /// Parsed party and device keys, by fingerprint.
     pub keys: Arc<crate::keycache::KeyCache>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("store", &self.store)
+            .field("custody", &self.custody)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    /// Builds the services over an opened store and custodian.
+    pub fn build(
+        cfg: &Config,
+        clock: SharedClock,
+        store: Store,
+        custody: Arc<dyn Custody>,
+    ) -> Result<Services, AppError> {
+        let pki = Pki::load(&store, custody.clone(), pki_settings(cfg)?)?;
+        let pins =
+            PinHasher::new(&cfg.file.pin, pki.keys.pin_pepper.clone()).map_err(AppError::Setup)?;
+        let policy = Policy::from_config(&cfg.file.policy).map_err(AppError::Setup)?;
+        Ok(Services {
+            clock,
+            store,
+            custody,
+            pki: Arc::new(pki),
+            pins: Arc::new(pins),
+            policy: Arc::new(policy),
+            keys: Arc::new(crate::keycache::KeyCache::new(10_000)),
+        })
+    }
+}
+
+/// The opened service: its configuration, the domain services, the HSM
+/// handle (metrics, attributes) and the metrics registry. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub cfg: Arc<Config>,
+    pub svc: Services,
+    pub hsm: Hsm,
     pub registry: prometheus::Registry,
 }
 
@@ -110,7 +154,7 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("data_dir", &self.cfg.data_dir)
-            .field("store", &self.store)
+            .field("svc", &self.svc)
             .field("hsm", &self.hsm)
             .finish()
     }
@@ -145,24 +189,16 @@ impl App {
             .register(&registry)
             .map_err(|e| AppError::Setup(e.to_string()))?;
         let hsm = Hsm::open(&hsm_settings(&cfg, hsm_pin(&cfg)?), hsm_metrics)?;
-        let pki = Pki::load(&store, hsm.clone(), pki_settings(&cfg)?)?;
-        let pins =
-            PinHasher::new(&cfg.file.pin, pki.keys.pin_pepper.clone()).map_err(AppError::Setup)?;
-        for h in [&pins.argon2_seconds, &pins.argon2_wait_seconds] {
+        let svc = Services::build(&cfg, clock, store, Arc::new(hsm.clone()))?;
+        for h in [&svc.pins.argon2_seconds, &svc.pins.argon2_wait_seconds] {
             registry
                 .register(Box::new(h.clone()))
                 .map_err(|e| AppError::Setup(e.to_string()))?;
         }
-        let policy = Policy::from_config(&cfg.file.policy).map_err(AppError::Setup)?;
         Ok(App {
-            keys: Arc::new(crate::keycache::KeyCache::new(10_000)),
-            policy: Arc::new(policy),
             cfg: Arc::new(cfg),
-            clock,
-            store,
+            svc,
             hsm,
-            pki: Arc::new(pki),
-            pins: Arc::new(pins),
             registry,
         })
     }

@@ -99,7 +99,7 @@ async fn handset_loop(
 }
 
 async fn one_cycle(sh: &Shared, h: &Handset, idx: usize, n: u64) -> Result<(f64, f64), DemoError> {
-    let now = sh.app.clock.now();
+    let now = sh.app.svc.clock.now();
     let mut m = ImsMessage {
         tier: Tier::Small,
         reference: Some(
@@ -147,7 +147,7 @@ async fn one_cycle(sh: &Shared, h: &Handset, idx: usize, n: u64) -> Result<(f64,
     let submit_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let id = text(&v, "request_id")?;
     let path = format!("/v1/handset/requests/{id}");
-    let ts = sh.app.clock.now().unix_timestamp();
+    let ts = sh.app.svc.clock.now().unix_timestamp();
     let hdr = h
         .device_header("GET", &path, ts)
         .map_err(|e| fail(e.to_string()))?;
@@ -195,7 +195,7 @@ fn crypto_floor(
         .hsm
         .generate_ec_p256("tmcs:bench-floor", EcUsage::Sign)
         .map_err(|e| fail(e.to_string()))?;
-    let transport_pem = app.pki.transport.info.pem.clone();
+    let transport_pem = app.svc.pki.transport.info.pem.clone();
     let h =
         Handset::new("+4900000000", transport_pem.as_bytes()).map_err(|e| fail(e.to_string()))?;
     let device_spki = base64::Engine::decode(
@@ -286,21 +286,22 @@ impl Floor<'_> {
                 .unwrap_or(false);
         }
         app.hsm
-            .sign_sha256(&app.pki.keys.display, self.c)
+            .sign_sha256(&app.svc.pki.keys.display, self.c)
             .map_err(|x| e(&x))?;
         let block = self
             .blocks
             .get(i % self.blocks.len())
             .ok_or_else(|| fail("block"))?;
         crate::subscriber::pinblock::open(
-            &app.hsm,
-            &app.pki.keys.transport,
-            &app.pki.transport.point,
+            &app.hsm as &dyn crate::hsm::Custody,
+            &app.svc.pki.keys.transport,
+            &app.svc.pki.transport.point,
             block,
         )
         .map_err(|x| e(&x))?;
-        app.pins
-            .verifier(&app.hsm, &[7u8; 16], PIN)
+        app.svc
+            .pins
+            .verifier(&app.hsm as &dyn crate::hsm::Custody, &[7u8; 16], PIN)
             .map_err(|x| e(&x))?;
         app.hsm
             .sign_sha256(&self.key.id, self.c)
@@ -443,9 +444,9 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
             0.0
         }
     };
-    let p = &app.pins.params;
+    let p = &app.svc.pins.params;
     Ok(json!({
-        "backend": app.store.backend().name(),
+        "backend": app.svc.store.backend().name(),
         "seconds": round2(elapsed),
         "handsets": opts.handsets,
         "submissions_per_s": round2(sub_per_s),
@@ -461,7 +462,7 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
         "argon2": { "algorithm": "argon2id", "m_kib": p.m_cost(), "t": p.t_cost(), "p": p.p_cost(),
-                    "concurrency": app.pins.slots.capacity() },
+                    "concurrency": app.svc.pins.slots.capacity() },
         "profile_ms_per_cycle": {
             "hsm_ops": round2(per(hsm_after, hsm_before)),
             "argon2": round2(per(argon_after, argon_before)),

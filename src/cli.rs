@@ -419,8 +419,14 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
         }
         AuditCommand::Checkpoint => {
             let app = App::open(cfg.clone(), clock)?;
-            match audit::make_checkpoint(&app.store, &app.hsm, &app.pki.keys.audit, app.clock.now())
-                .map_err(|e| Failure::failed(&e))?
+            let svc = &app.svc;
+            match audit::make_checkpoint(
+                &svc.store,
+                svc.custody.as_ref(),
+                &svc.pki.keys.audit,
+                svc.clock.now(),
+            )
+            .map_err(|e| Failure::failed(&e))?
             {
                 Some(cp) => println!("checkpoint signed at seq {}", cp.seq),
                 None => println!("nothing new to checkpoint"),

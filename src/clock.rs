@@ -66,6 +66,13 @@ pub fn rfc3339_seconds(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// [`rfc3339_seconds`] of a unix time (the stored form of times).
+pub fn rfc3339_unix(t: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .map(rfc3339_seconds)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }

@@ -316,7 +316,7 @@ async fn flow(
 
     // The iMS.
     out.step("merchant builds the iMS and signs M; the FSP adds the accounts and signs F");
-    let now = app.clock.now();
+    let now = app.svc.clock.now();
     let mut m = ImsMessage {
         tier: Tier::Medium,
         reference: Some(ctx!(Ref::new("POS-7-000123"), "ref")?),
@@ -365,7 +365,7 @@ async fn flow(
     out.step("handset fetches the request (device-key signed) and checks the trusted dialog");
     let path = format!("/v1/handset/requests/{request_id}");
     let hdr = ctx!(
-        handset.device_header("GET", &path, app.clock.now().unix_timestamp()),
+        handset.device_header("GET", &path, app.svc.clock.now().unix_timestamp()),
         "device header"
     )?;
     let (_, v) = call(
@@ -398,7 +398,7 @@ async fn flow(
         "display_sig"
     )?;
     let display_ok = verify(
-        &app.pki.display.info.pem,
+        &app.svc.pki.display.info.pem,
         display_msg.as_bytes(),
         &display_sig,
     )?;
@@ -423,7 +423,7 @@ async fn flow(
         "PIN block"
     )?;
     let hdr = ctx!(
-        handset.device_header("POST", &apath, app.clock.now().unix_timestamp()),
+        handset.device_header("POST", &apath, app.svc.clock.now().unix_timestamp()),
         "device header"
     )?;
     let (_, v) = call(
@@ -486,15 +486,16 @@ async fn flow(
     let app2 = app.clone();
     let report = ctx!(
         actix_web::rt::task::spawn_blocking(move || {
+            let svc = &app2.svc;
             crate::audit::make_checkpoint(
-                &app2.store,
-                &app2.hsm,
-                &app2.pki.keys.audit,
-                app2.clock.now(),
+                &svc.store,
+                svc.custody.as_ref(),
+                &svc.pki.keys.audit,
+                svc.clock.now(),
             )
             .map_err(|e| e.to_string())?;
-            let key = app2.pki.audit_public_key().map_err(|e| e.to_string())?;
-            crate::audit::verify_store(&app2.store, &key, &[]).map_err(|e| e.to_string())
+            let key = svc.pki.audit_public_key().map_err(|e| e.to_string())?;
+            crate::audit::verify_store(&svc.store, &key, &[]).map_err(|e| e.to_string())
         })
         .await,
         "audit"

@@ -1,20 +1,28 @@
-//! The domain layer's error: a refusal with a stable problem code (mapped
-//! 1:1 to the API's problem+json), or an infrastructure failure.
+//! The domain layer's error: a refusal with a stable [`Problem`] (mapped
+//! 1:1 to the API's problem+json), an internal fault, or an
+//! infrastructure failure. Every infrastructure error says whether it is
+//! transient ([`DomainError::is_transient`]): an outage of the HSM or the
+//! database is answered 503 with `Retry-After`, never 500.
 
 use crate::audit::AuditError;
 use crate::hsm::HsmError;
 use crate::pki::PkiError;
+pub use crate::problem::Problem;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
-    /// The request was refused; `code` is a CONTRACT §4 problem code.
-    #[error("{code}: {detail}")]
+    /// The request was refused with a CONTRACT §4 problem.
+    #[error("{problem}: {detail}")]
     Rejected {
-        code: &'static str,
+        problem: Problem,
         detail: String,
         attempts_left: Option<u32>,
     },
+    /// A fault of ours (inconsistent stored data, a broken invariant). The
+    /// detail goes to the log only; the caller gets `internal`.
+    #[error("internal: {0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -34,32 +42,53 @@ impl From<diesel::result::Error> for DomainError {
 pub type DomainResult<T> = Result<T, DomainError>;
 
 /// A refusal with a problem code.
-pub fn reject(code: &'static str, detail: impl Into<String>) -> DomainError {
+pub fn reject(problem: Problem, detail: impl Into<String>) -> DomainError {
     DomainError::Rejected {
-        code,
+        problem,
         detail: detail.into(),
         attempts_left: None,
     }
 }
 
 /// A refusal that reports the attempts left.
-pub fn reject_with_attempts(
-    code: &'static str,
-    detail: impl Into<String>,
-    left: u32,
-) -> DomainError {
+pub fn reject_with_attempts(problem: Problem, detail: impl Into<String>, left: u32) -> DomainError {
     DomainError::Rejected {
-        code,
+        problem,
         detail: detail.into(),
         attempts_left: Some(left),
     }
 }
 
+/// An internal fault (answered `internal`, detail logged).
+pub fn internal(detail: impl Into<String>) -> DomainError {
+    DomainError::Internal(detail.into())
+}
+
 impl DomainError {
-    pub fn code(&self) -> Option<&'static str> {
+    /// The refusal's problem, if this is a refusal.
+    pub fn problem(&self) -> Option<Problem> {
         match self {
-            DomainError::Rejected { code, .. } => Some(code),
+            DomainError::Rejected { problem, .. } => Some(*problem),
             _ => None,
+        }
+    }
+
+    /// An outage that may pass: retrying later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DomainError::Rejected { .. } | DomainError::Internal(_) => false,
+            DomainError::Store(e) => e.is_transient(),
+            DomainError::Hsm(e) => e.is_transient(),
+            DomainError::Pki(e) => e.is_transient(),
+            DomainError::Audit(e) => e.is_transient(),
+        }
+    }
+
+    /// Which dependency failed, for the 503 detail.
+    pub fn dependency(&self) -> &'static str {
+        match self {
+            DomainError::Hsm(_) | DomainError::Pki(PkiError::Hsm(_)) => "HSM",
+            _ => "database",
         }
     }
 }

@@ -8,17 +8,19 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 
 use crate::app::{self, io_err, AppError};
-use crate::audit::{self, Actor, NewEvent};
+use crate::audit::{self, Actor, AuditEvent, NewEvent};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::fsutil;
-use crate::hsm::{softhsm, EcUsage, Hsm, HsmMetrics, KeyId};
+use crate::hsm::{softhsm, Custody, EcUsage, Hsm, HsmMetrics, KeyId};
 use crate::pki::{self, names, CertInfo, CertSpec, LoadedCert, PkiSettings};
+use crate::states::{CertStatus, Role};
 use crate::store::{certs, clients, keys, Store};
 
 /// `tmcs init` renews server and bootstrap-client certificates this close to
@@ -26,11 +28,11 @@ use crate::store::{certs, clients, keys, Store};
 pub const RENEW_BEFORE_DAYS: i64 = 30;
 
 /// The bootstrap mTLS clients: file name → role.
-pub const BOOTSTRAP_CLIENTS: &[(&str, &str)] = &[
-    ("operator", "operator"),
-    ("auditor", "auditor"),
-    ("fsp-demo", "fsp"),
-    ("gateway-demo", "gateway"),
+pub const BOOTSTRAP_CLIENTS: &[(&str, Role)] = &[
+    ("operator", Role::Operator),
+    ("auditor", Role::Auditor),
+    ("fsp-demo", Role::Fsp),
+    ("gateway-demo", Role::Gateway),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +100,7 @@ struct Ctx<'a> {
     cfg: &'a Config,
     clock: &'a dyn Clock,
     store: Store,
-    hsm: Hsm,
+    hsm: Arc<dyn Custody>,
     settings: PkiSettings,
     report: InitReport,
 }
@@ -136,23 +138,36 @@ pub fn init(cfg: &Config, clock: &dyn Clock) -> Result<InitReport, AppError> {
         &app::hsm_settings(cfg, pin),
         HsmMetrics::new().map_err(|e| AppError::Setup(e.to_string()))?,
     )?;
+    bootstrap(cfg, clock, store, Arc::new(hsm), report)
+}
+
+/// Everything after the token and the schema: the server keys in the
+/// custodian, the CA hierarchy, the server and bootstrap-client
+/// certificates and the public files. Idempotent. (Unit tests run it on a
+/// software custodian.)
+pub fn bootstrap(
+    cfg: &Config,
+    clock: &dyn Clock,
+    store: Store,
+    custody: Arc<dyn Custody>,
+    report: InitReport,
+) -> Result<InitReport, AppError> {
     let mut ctx = Ctx {
         cfg,
         clock,
         store,
-        hsm,
+        hsm: custody,
         settings: app::pki_settings(cfg)?,
         report,
     };
-    let mut ids = Vec::new();
     for (name, kind) in SERVER_KEYS {
-        ids.push(ctx.ensure_key(name, *kind)?);
+        ctx.ensure_key(name, *kind)?;
     }
     ctx.ensure_ca_hierarchy()?;
     ctx.ensure_server_key_certs()?;
     ctx.ensure_tls_server()?;
     for (name, role) in BOOTSTRAP_CLIENTS {
-        ctx.ensure_client(name, role)?;
+        ctx.ensure_client(name, *role)?;
     }
     ctx.write_public_files()?;
 
@@ -164,16 +179,22 @@ pub fn init(cfg: &Config, clock: &dyn Clock) -> Result<InitReport, AppError> {
             audit::append(
                 c,
                 now,
-                NewEvent::new(
+                NewEvent::of(
                     &Actor::System,
-                    "system.initialized",
                     None,
-                    json!({ "items_created": created, "data_dir": cfg.data_dir.display().to_string() }),
+                    AuditEvent::SystemInitialized {
+                        items_created: created,
+                        data_dir: cfg.data_dir.display().to_string(),
+                    },
                 ),
             )
         })?;
-        audit::make_checkpoint(&ctx.store, &ctx.hsm, &pki.keys.audit, ctx.clock.now())
-            .map_err(|e| AppError::Setup(e.to_string()))?;
+        audit::make_checkpoint(
+            &ctx.store,
+            ctx.hsm.as_ref(),
+            &pki.keys.audit,
+            ctx.clock.now(),
+        )?;
     }
     Ok(ctx.report)
 }
@@ -204,13 +225,8 @@ fn secret_file(path: &Path, report: &mut InitReport) -> Result<SecretString, App
 }
 
 impl Ctx<'_> {
-    fn event(
-        &self,
-        action: &'static str,
-        subject: Option<String>,
-        details: serde_json::Value,
-    ) -> NewEvent {
-        NewEvent::new(&Actor::System, action, subject, details)
+    fn event(&self, subject: String, event: AuditEvent) -> NewEvent {
+        NewEvent::of(&Actor::System, subject, event)
     }
 
     fn ensure_key(&mut self, name: &str, kind: KeyKind) -> Result<KeyId, AppError> {
@@ -246,10 +262,15 @@ impl Ctx<'_> {
             created_at: now.unix_timestamp(),
         };
         let ev = self.event(
-            "cert.key_generated",
-            Some(format!("server-key:{name}")),
-            json!({ "key": name, "key_id": id.to_hex(), "kind": kind.as_str(),
-                    "token": self.cfg.file.hsm.token_label, "sensitive": true, "extractable": false }),
+            format!("server-key:{name}"),
+            AuditEvent::ServerKeyGenerated {
+                key: name.to_string(),
+                key_id: id.to_hex(),
+                kind: kind.as_str(),
+                token: self.cfg.file.hsm.token_label.clone(),
+                sensitive: true,
+                extractable: false,
+            },
         );
         self.store.write(|c| {
             keys::insert(c, &row)?;
@@ -292,15 +313,18 @@ impl Ctx<'_> {
             name,
             owner,
             key_id.map(KeyId::to_hex).as_deref(),
-            "active",
+            CertStatus::Active,
             now,
         );
         let mut events = vec![self.event(
-            "cert.issued",
-            Some(info.serial_hex.clone()),
-            json!({ "purpose": name, "issuer": issuer, "subject_cn": info.common_name,
-                    "fingerprint": info.fingerprint,
-                    "not_after": crate::clock::rfc3339_seconds(info.not_after) }),
+            info.serial_hex.clone(),
+            AuditEvent::ServerCertIssued {
+                purpose: name.to_string(),
+                issuer: issuer.to_string(),
+                subject_cn: info.common_name.clone(),
+                fingerprint: info.fingerprint.clone(),
+                not_after: crate::clock::rfc3339_seconds(info.not_after),
+            },
         )];
         events.extend(extra);
         self.store.write(|c| {
@@ -342,7 +366,7 @@ impl Ctx<'_> {
                 let profile = self.settings.profiles.get("root-ca")?.clone();
                 let cn = self.cfg.file.pki.root_common_name.clone();
                 let info = pki::self_signed_root(
-                    &self.hsm,
+                    self.hsm.as_ref(),
                     &root_key,
                     point,
                     self.spec(&profile, &cn, vec![]),
@@ -357,7 +381,7 @@ impl Ctx<'_> {
             let profile = self.settings.profiles.get("issuing-ca")?.clone();
             let cn = self.cfg.file.pki.issuing_common_name.clone();
             let info = pki::issue_by(
-                &self.hsm,
+                self.hsm.as_ref(),
                 &root,
                 &root_key,
                 self.spec(&profile, &cn, vec![]),
@@ -390,7 +414,7 @@ impl Ctx<'_> {
             let point = self.hsm.public_point(&key)?;
             let profile = self.settings.profiles.get(profile)?.clone();
             let info = pki::issue_by(
-                &self.hsm,
+                self.hsm.as_ref(),
                 &ca,
                 &ca_key,
                 self.spec(&profile, cn, vec![]),
@@ -415,7 +439,13 @@ impl Ctx<'_> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| AppError::Setup(format!("key generation: {e}")))?;
         let profile = self.settings.profiles.get(profile)?.clone();
-        let info = pki::issue_by(&self.hsm, &ca, &ca_key, self.spec(&profile, cn, sans), &key)?;
+        let info = pki::issue_by(
+            self.hsm.as_ref(),
+            &ca,
+            &ca_key,
+            self.spec(&profile, cn, sans),
+            &key,
+        )?;
         let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
         fsutil::write_if_changed(key_path, key_pem.as_bytes(), 0o600).map_err(io_err(key_path))?;
         let cert_pem = if chain {
@@ -469,7 +499,7 @@ impl Ctx<'_> {
         self.record(&info, Record::new(names::TLS_SERVER, "issuing"))
     }
 
-    fn ensure_client(&mut self, name: &str, role: &str) -> Result<(), AppError> {
+    fn ensure_client(&mut self, name: &str, role: Role) -> Result<(), AppError> {
         let dir = self.cfg.clients_dir.clone();
         fsutil::ensure_dir(&dir, 0o700).map_err(io_err(&dir))?;
         let cert_path = dir.join(format!("{name}.crt"));
@@ -487,17 +517,20 @@ impl Ctx<'_> {
         let now = self.clock.now();
         let client = clients::ClientRow {
             fingerprint: info.fingerprint.clone(),
-            role: role.to_string(),
+            role,
             name: name.to_string(),
             party_id: None,
             serial: Some(info.serial_hex.clone()),
-            status: "active".into(),
+            status: CertStatus::Active,
             created_at: now.unix_timestamp(),
         };
         let registered = self.event(
-            "auth.client_registered",
-            Some(info.serial_hex.clone()),
-            json!({ "client": name, "role": role, "fingerprint": info.fingerprint }),
+            info.serial_hex.clone(),
+            AuditEvent::ClientRegistered {
+                client: Some(name.to_string()),
+                role,
+                fingerprint: info.fingerprint.clone(),
+            },
         );
         self.record(
             &info,
@@ -512,20 +545,23 @@ impl Ctx<'_> {
             // The old key file is gone: its certificate must not keep working.
             let at = now.unix_timestamp();
             let ev = self.event(
-                "cert.revoked",
-                Some(old.info.serial_hex.clone()),
-                json!({ "reason": "superseded", "purpose": current_name, "superseded_by": info.serial_hex }),
+                old.info.serial_hex.clone(),
+                AuditEvent::CertSuperseded {
+                    reason: "superseded",
+                    purpose: current_name.clone(),
+                    superseded_by: info.serial_hex.clone(),
+                },
             );
             self.store.write(|c| -> Result<(), AppError> {
-                clients::set_status_by_fingerprint(c, &old.info.fingerprint, "revoked")?;
+                clients::set_status_by_fingerprint(c, &old.info.fingerprint, CertStatus::Revoked)?;
                 // An earlier revocation (say keyCompromise) keeps its reason.
-                let already =
-                    certs::get(c, &old.info.serial_hex)?.is_some_and(|r| r.status == "revoked");
+                let already = certs::lock(c, &old.info.serial_hex)?
+                    .is_some_and(|r| r.status == CertStatus::Revoked);
                 if !already {
                     certs::set_status(
                         c,
                         &old.info.serial_hex,
-                        "revoked",
+                        CertStatus::Revoked,
                         Some("superseded"),
                         Some(at),
                     )?;

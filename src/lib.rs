@@ -4,6 +4,7 @@
 //! `audit`, …) in the middle; infrastructure (`hsm`, `store`, `config`,
 //! `clock`) at the bottom. Arrows point down only.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod audit;
@@ -21,7 +22,11 @@ pub mod init;
 pub mod keycache;
 pub mod party;
 pub mod pki;
+pub mod problem;
+pub mod secret;
 pub mod signing;
 pub mod sim;
+pub mod states;
 pub mod store;
 pub mod subscriber;
+pub mod sweeper;

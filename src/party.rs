@@ -2,56 +2,22 @@
 //! given, or issued by the tmcs CA from a CSR under the `party` profile.
 //! FSP and gateway certificates are also mTLS identities with that role.
 
-use diesel::prelude::*;
 use openssl::pkey::Id;
 use openssl::x509::X509;
 use serde::Serialize;
-use serde_json::json;
 
-use crate::app::App;
-use crate::audit::{self, Actor, NewEvent};
-use crate::error::{reject, DomainResult};
+use crate::app::Services;
+use crate::audit::{self, Actor, AuditEvent, NewEvent};
+use crate::error::{internal, reject, DomainResult, Problem};
 use crate::pki::lifecycle::{self, Transition};
 use crate::pki::{CertInfo, Reason};
+use crate::states::{CertStatus, PartyKind};
+use crate::store::certs;
 use crate::store::clients::{self, ClientRow};
-use crate::store::schema::parties;
-use crate::store::{certs, DbConn};
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = parties, treat_none_as_null = true)]
-pub struct PartyRow {
-    pub party_id: String,
-    pub kind: String,
-    pub fingerprint: String,
-    pub cert_serial: Option<String>,
-    pub cert_pem: String,
-    pub issued_by_us: i32,
-    pub callback_url: Option<String>,
-    pub status: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-pub const KINDS: &[&str] = &["merchant", "fsp", "bank", "gateway"];
-
-pub fn get(conn: &mut DbConn, party_id: &str) -> DomainResult<Option<PartyRow>> {
-    Ok(parties::table
-        .find(party_id)
-        .select(PartyRow::as_select())
-        .first(conn)
-        .optional()?)
-}
-
-pub fn by_fingerprint(conn: &mut DbConn, fp: &str) -> DomainResult<Option<PartyRow>> {
-    Ok(parties::table
-        .filter(parties::fingerprint.eq(fp))
-        .select(PartyRow::as_select())
-        .first(conn)
-        .optional()?)
-}
+use crate::store::parties::{self, PartyRow};
 
 /// `local@<kind>.domain` (the iMS party-id form; gateways use `@gateway.`).
-pub fn valid_party_id(id: &str, kind: &str) -> bool {
+pub fn valid_party_id(id: &str, kind: PartyKind) -> bool {
     let Some((local, rest)) = id.split_once('@') else {
         return false;
     };
@@ -62,7 +28,7 @@ pub fn valid_party_id(id: &str, kind: &str) -> bool {
         && local
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && role == kind
+        && role == kind.as_str()
         && (1..=63).contains(&domain.len())
         && domain
             .bytes()
@@ -73,7 +39,7 @@ pub fn valid_party_id(id: &str, kind: &str) -> bool {
 fn check_signing_key(x: &X509) -> DomainResult<()> {
     let key = x
         .public_key()
-        .map_err(|_| reject("certificate.invalid", "unreadable public key"))?;
+        .map_err(|_| reject(Problem::CertificateInvalid, "unreadable public key"))?;
     let ok = match key.id() {
         Id::EC => key
             .ec_key()
@@ -87,7 +53,7 @@ fn check_signing_key(x: &X509) -> DomainResult<()> {
         Ok(())
     } else {
         Err(reject(
-            "certificate.invalid",
+            Problem::CertificateInvalid,
             "the key must be EC P-256 or RSA >= 2048 bits",
         ))
     }
@@ -102,6 +68,7 @@ pub enum Credential {
 #[derive(Debug, Clone)]
 pub struct NewParty {
     pub party_id: String,
+    /// As sent; checked against [`PartyKind`].
     pub kind: String,
     pub credential: Credential,
     pub callback_url: Option<String>,
@@ -110,8 +77,8 @@ pub struct NewParty {
 #[derive(Debug, Serialize)]
 pub struct PartyView {
     pub party_id: String,
-    pub kind: String,
-    pub status: String,
+    pub kind: PartyKind,
+    pub status: CertStatus,
     pub certificate: String,
     pub fingerprint: String,
     pub serial: Option<String>,
@@ -138,54 +105,49 @@ pub fn subject(party_id: &str) -> String {
     format!("party:{party_id}")
 }
 
-fn mtls_role(kind: &str) -> Option<&'static str> {
-    match kind {
-        "fsp" => Some("fsp"),
-        "gateway" => Some("gateway"),
-        _ => None,
-    }
-}
-
 /// `POST /v1/admin/parties`.
-pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView> {
-    if !KINDS.contains(&p.kind.as_str()) {
-        return Err(reject(
-            "request.invalid",
+pub fn register(svc: &Services, actor: &Actor, p: NewParty) -> DomainResult<PartyView> {
+    let kind: PartyKind = p.kind.parse().map_err(|_| {
+        reject(
+            Problem::RequestInvalid,
             "kind must be merchant, fsp, bank or gateway",
-        ));
-    }
-    if !valid_party_id(&p.party_id, &p.kind) {
+        )
+    })?;
+    if !valid_party_id(&p.party_id, kind) {
         return Err(reject(
-            "request.invalid",
+            Problem::RequestInvalid,
             format!("party_id must look like name@{}.domain", p.kind),
         ));
     }
     if let Some(u) = &p.callback_url {
         if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 512 {
             return Err(reject(
-                "request.invalid",
+                Problem::RequestInvalid,
                 "callback_url must be an http(s) URL",
             ));
         }
     }
-    let now = app.clock.now();
-    if app
+    let now = svc.clock.now();
+    if svc
         .store
-        .read(|c| get(c, &p.party_id))?
-        .is_some_and(|r| r.status != "revoked")
+        .read(|c| parties::get(c, &p.party_id))?
+        .is_some_and(|r| r.status != CertStatus::Revoked)
     {
-        return Err(reject("party.exists", "the party is already registered"));
+        return Err(reject(
+            Problem::PartyExists,
+            "the party is already registered",
+        ));
     }
     // The certificate: checked as given, or issued from the CSR.
     let (info, issued) = match &p.credential {
         Credential::Certificate(pem) => {
             let x = X509::from_pem(pem.as_bytes())
-                .map_err(|_| reject("certificate.invalid", "certificate is not PEM X.509"))?;
+                .map_err(|_| reject(Problem::CertificateInvalid, "certificate is not PEM X.509"))?;
             check_signing_key(&x)?;
             let info = CertInfo::from_x509(&x)?;
             if now < info.not_before || now > info.not_after {
                 return Err(reject(
-                    "certificate.invalid",
+                    Problem::CertificateInvalid,
                     "the certificate is expired or not yet valid",
                 ));
             }
@@ -193,37 +155,40 @@ pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView
         }
         Credential::Csr(pem) => {
             let csr = rcgen::CertificateSigningRequestParams::from_pem(pem)
-                .map_err(|e| reject("certificate.invalid", format!("CSR: {e}")))?;
-            let info = app
+                .map_err(|e| reject(Problem::CertificateInvalid, format!("CSR: {e}")))?;
+            let info = svc
                 .pki
                 .issue("party", &p.party_id, vec![], &csr.public_key, now)?;
-            let x = X509::from_der(&info.der).map_err(|e| reject("internal", e.to_string()))?;
+            let x = X509::from_der(&info.der).map_err(|e| internal(e.to_string()))?;
             check_signing_key(&x)?;
             (info, true)
         }
     };
     let row = PartyRow {
         party_id: p.party_id.clone(),
-        kind: p.kind.clone(),
+        kind,
         fingerprint: info.fingerprint.clone(),
         cert_serial: issued.then(|| info.serial_hex.clone()),
         cert_pem: info.pem.clone(),
         issued_by_us: i32::from(issued),
         callback_url: p.callback_url.clone(),
-        status: "active".into(),
+        status: CertStatus::Active,
         created_at: now.unix_timestamp(),
         updated_at: now.unix_timestamp(),
     };
-    app.store.write(|c| -> DomainResult<()> {
-        if let Some(old) = get(c, &p.party_id)? {
-            if old.status != "revoked" {
-                return Err(reject("party.exists", "the party is already registered"));
+    svc.store.write(|c| -> DomainResult<()> {
+        if let Some(old) = parties::lock(c, &p.party_id)? {
+            if old.status != CertStatus::Revoked {
+                return Err(reject(
+                    Problem::PartyExists,
+                    "the party is already registered",
+                ));
             }
-            diesel::delete(parties::table.find(&p.party_id)).execute(c)?;
+            parties::delete(c, &p.party_id)?;
         }
-        if by_fingerprint(c, &info.fingerprint)?.is_some() {
+        if parties::by_fingerprint(c, &info.fingerprint)?.is_some() {
             return Err(reject(
-                "party.exists",
+                Problem::PartyExists,
                 "this certificate already belongs to a party",
             ));
         }
@@ -236,33 +201,30 @@ pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView
                     "party",
                     Some(&subject(&p.party_id)),
                     None,
-                    "active",
+                    CertStatus::Active,
                     now,
                 ),
             )?;
-            events.push(NewEvent::new(
+            events.push(NewEvent::of(
                 actor,
-                "cert.issued",
-                Some(info.serial_hex.clone()),
-                json!({ "party": p.party_id, "profile": "party", "fingerprint": info.fingerprint }),
+                info.serial_hex.clone(),
+                AuditEvent::PartyCertIssued {
+                    party: p.party_id.clone(),
+                    profile: "party",
+                    fingerprint: info.fingerprint.clone(),
+                },
             ));
         }
-        diesel::insert_into(parties::table)
-            .values(&row)
-            .execute(c)?;
-        if let Some(role) = mtls_role(&p.kind) {
+        parties::insert(c, &row)?;
+        if let Some(role) = kind.mtls_role() {
             match clients::get(c, &info.fingerprint)? {
                 // A bootstrap client certificate (e.g. fsp-demo) becomes this party's.
                 Some(existing) if existing.role == role => {
-                    diesel::update(
-                        crate::store::schema::clients::table.find(&existing.fingerprint),
-                    )
-                    .set(crate::store::schema::clients::party_id.eq(&p.party_id))
-                    .execute(c)?;
+                    clients::bind_party(c, &existing.fingerprint, &p.party_id)?;
                 }
                 Some(_) => {
                     return Err(reject(
-                        "party.exists",
+                        Problem::PartyExists,
                         "this certificate is registered for another role",
                     ))
                 }
@@ -270,28 +232,34 @@ pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView
                     c,
                     &ClientRow {
                         fingerprint: info.fingerprint.clone(),
-                        role: role.to_string(),
+                        role,
                         name: p.party_id.clone(),
                         party_id: Some(p.party_id.clone()),
                         serial: issued.then(|| info.serial_hex.clone()),
-                        status: "active".into(),
+                        status: CertStatus::Active,
                         created_at: now.unix_timestamp(),
                     },
                 )?,
             }
-            events.push(NewEvent::new(
+            events.push(NewEvent::of(
                 actor,
-                "auth.client_registered",
-                Some(subject(&p.party_id)),
-                json!({ "role": role, "fingerprint": info.fingerprint }),
+                subject(&p.party_id),
+                AuditEvent::ClientRegistered {
+                    client: None,
+                    role,
+                    fingerprint: info.fingerprint.clone(),
+                },
             ));
         }
-        events.push(NewEvent::new(
+        events.push(NewEvent::of(
             actor,
-            "party.registered",
-            Some(subject(&p.party_id)),
-            json!({ "kind": p.kind, "fingerprint": info.fingerprint, "issued_by_tmcs": issued,
-                    "serial": issued.then(|| info.serial_hex.clone()) }),
+            subject(&p.party_id),
+            AuditEvent::PartyRegistered {
+                kind,
+                fingerprint: info.fingerprint.clone(),
+                issued_by_tmcs: issued,
+                serial: issued.then(|| info.serial_hex.clone()),
+            },
         ));
         audit::append_all(c, now, events)?;
         Ok(())
@@ -299,35 +267,37 @@ pub fn register(app: &App, actor: &Actor, p: NewParty) -> DomainResult<PartyView
     Ok(row.into())
 }
 
-pub fn view(app: &App, party_id: &str) -> DomainResult<PartyView> {
-    app.store
-        .read(|c| get(c, party_id))?
+pub fn view(svc: &Services, party_id: &str) -> DomainResult<PartyView> {
+    svc.store
+        .read(|c| parties::get(c, party_id))?
         .map(PartyView::from)
-        .ok_or_else(|| reject("party.not_found", "no such party"))
+        .ok_or_else(|| reject(Problem::PartyNotFound, "no such party"))
 }
 
 /// Suspends, resumes or revokes a party; a certificate tmcs issued follows
 /// (so CRL and OCSP show it), and so does its mTLS identity.
 pub fn transition(
-    app: &App,
+    svc: &Services,
     actor: &Actor,
     party_id: &str,
     t: Transition,
 ) -> DomainResult<PartyView> {
-    let now = app.clock.now();
-    app.store.write(|c| -> DomainResult<PartyView> {
-        let mut p = get(c, party_id)?.ok_or_else(|| reject("party.not_found", "no such party"))?;
-        let (from_ok, to, action) = match t {
-            Transition::Suspend => (p.status == "active", "suspended", "party.suspended"),
-            Transition::Resume => (p.status == "suspended", "active", "party.resumed"),
-            Transition::Revoke(_) => (p.status != "revoked", "revoked", "party.revoked"),
+    let now = svc.clock.now();
+    svc.store.write(|c| -> DomainResult<PartyView> {
+        let Some(mut p) = parties::lock(c, party_id)? else {
+            return Err(reject(Problem::PartyNotFound, "no such party"));
+        };
+        let (from_ok, to) = match t {
+            Transition::Suspend => (p.status == CertStatus::Active, CertStatus::Suspended),
+            Transition::Resume => (p.status == CertStatus::Suspended, CertStatus::Active),
+            Transition::Revoke(_) => (p.status != CertStatus::Revoked, CertStatus::Revoked),
         };
         if !from_ok {
-            return Err(if p.status == "revoked" {
-                reject("certificate.revoked", "the party is revoked")
+            return Err(if p.status == CertStatus::Revoked {
+                reject(Problem::CertificateRevoked, "the party is revoked")
             } else {
                 reject(
-                    "certificate.invalid_transition",
+                    Problem::CertificateInvalidTransition,
                     format!("the party is {}", p.status),
                 )
             });
@@ -337,30 +307,22 @@ pub fn transition(
             let (_, ev) = lifecycle::transition(c, actor, &serial, t, now)?;
             events.push(ev);
         } else {
-            diesel::update(
-                crate::store::schema::clients::table
-                    .filter(crate::store::schema::clients::fingerprint.eq(&p.fingerprint)),
-            )
-            .set(crate::store::schema::clients::status.eq(to))
-            .execute(c)?;
+            clients::set_status_by_fingerprint(c, &p.fingerprint, to)?;
         }
-        p.status = to.into();
+        p.status = to;
         p.updated_at = now.unix_timestamp();
-        diesel::update(parties::table.find(party_id))
-            .set(&p)
-            .execute(c)?;
+        parties::save(c, &p)?;
         let reason = match t {
             Transition::Revoke(r) => Some(r.name()),
             _ => None,
         };
-        events.push(NewEvent::new(
+        events.push(NewEvent::of(
             actor,
-            action,
-            Some(subject(party_id)),
-            json!({ "reason": reason }),
+            subject(party_id),
+            AuditEvent::PartyTransition { to, reason },
         ));
         audit::append_all(c, now, events)?;
-        Ok(p.into())
+        Ok(p.into_inner().into())
     })
 }
 

@@ -1,18 +1,18 @@
 //! Operator API (`/v1/admin/`, role `operator`, CONTRACT §8).
 
+use crate::problem::Problem;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::body::read_capped;
 use super::{ApiError, Caller, State};
+use crate::party::{self, Credential, NewParty};
+use crate::pki::lifecycle::{self, Transition};
+use crate::pki::Reason;
+use crate::subscriber::{self, Registration};
 
 /// `{"reason": "…"}` bodies are tiny.
 const REASON_BODY_MAX: usize = 1024;
-use crate::party::{self, Credential, NewParty};
-use crate::pki::lifecycle::{self, Transition};
-use crate::pki::{cert::normalize_serial, Reason};
-use crate::subscriber::{self, Registration};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/subscribers", web::post().to(register))
@@ -53,11 +53,10 @@ async fn register(
     body: web::Json<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let app = state.app.clone();
     let issued = state
-        .blocking(move || {
-            Ok(subscriber::register(
-                &app,
+        .domain(move |svc| {
+            subscriber::register(
+                svc,
                 &caller.actor(),
                 Registration {
                     msisdn: b.msisdn,
@@ -65,17 +64,12 @@ async fn register(
                     kyc_ref: b.kyc_ref,
                     party_id: b.party_id,
                 },
-            )?)
+            )
         })
         .await?;
     Ok(HttpResponse::Created()
         .insert_header(("cache-control", "no-store"))
-        .json(json!({
-            "subscriber_id": issued.subscriber_id,
-            "activation_code": issued.activation_code,
-            "activation_expires_at": issued.activation_expires_at,
-            "reactivated": issued.reactivated,
-        })))
+        .json(issued))
 }
 
 async fn get_subscriber(
@@ -84,9 +78,8 @@ async fn get_subscriber(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let msisdn = path.into_inner();
-    let app = state.app.clone();
     let view = state
-        .blocking(move || Ok(subscriber::view(&app, &msisdn)?))
+        .domain(move |svc| subscriber::view(svc, &msisdn))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -97,11 +90,10 @@ async fn block(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let msisdn = path.into_inner();
-    let app = state.app.clone();
-    state
-        .blocking(move || Ok(subscriber::block(&app, &caller.actor(), &msisdn)?))
+    let done = state
+        .domain(move |svc| subscriber::block(svc, &caller.actor(), &msisdn))
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "state": subscriber::BLOCKED })))
+    Ok(HttpResponse::Ok().json(done))
 }
 
 async fn unblock(
@@ -110,18 +102,12 @@ async fn unblock(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let msisdn = path.into_inner();
-    let app = state.app.clone();
     let issued = state
-        .blocking(move || Ok(subscriber::unblock(&app, &caller.actor(), &msisdn)?))
+        .domain(move |svc| subscriber::unblock(svc, &caller.actor(), &msisdn))
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(json!({
-            "subscriber_id": issued.subscriber_id,
-            "state": subscriber::PENDING,
-            "activation_code": issued.activation_code,
-            "activation_expires_at": issued.activation_expires_at,
-        })))
+        .json(issued))
 }
 
 async fn disconnect(
@@ -130,12 +116,10 @@ async fn disconnect(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let msisdn = path.into_inner();
-    let app = state.app.clone();
-    let revoked = state
-        .blocking(move || Ok(subscriber::disconnect(&app, &caller.actor(), &msisdn)?))
+    let done = state
+        .domain(move |svc| subscriber::disconnect(svc, &caller.actor(), &msisdn))
         .await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({ "state": subscriber::ARCHIVED, "revoked_certificates": revoked })))
+    Ok(HttpResponse::Ok().json(done))
 }
 
 async fn renew(
@@ -144,9 +128,8 @@ async fn renew(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let msisdn = path.into_inner();
-    let app = state.app.clone();
     let r = state
-        .blocking(move || Ok(subscriber::renew(&app, &caller.actor(), &msisdn)?))
+        .domain(move |svc| subscriber::renew(svc, &caller.actor(), &msisdn))
         .await?;
     Ok(HttpResponse::Ok().json(r))
 }
@@ -163,12 +146,12 @@ fn parse_reason(body: &[u8], default: Reason) -> Result<Reason, ApiError> {
         return Ok(default);
     }
     let b: ReasonBody = serde_json::from_slice(body)
-        .map_err(|e| ApiError::coded("request.malformed", format!("invalid JSON: {e}")))?;
+        .map_err(|e| ApiError::coded(Problem::RequestMalformed, format!("invalid JSON: {e}")))?;
     match b.reason {
         None => Ok(default),
         Some(r) => Reason::parse(&r).ok_or_else(|| {
             ApiError::coded(
-                "request.invalid",
+                Problem::RequestInvalid,
                 "reason must be an RFC 5280 name (keyCompromise, superseded, cessationOfOperation, …)",
             )
         }),
@@ -181,25 +164,10 @@ async fn cert_transition(
     serial: String,
     t: Transition,
 ) -> Result<HttpResponse, ApiError> {
-    let serial = normalize_serial(&serial)
-        .ok_or_else(|| ApiError::coded("request.invalid", "serial must be hex"))?;
-    let app = state.app.clone();
-    let row = state
-        .blocking(move || {
-            let now = app.clock.now();
-            let row = app.store.write(|c| -> crate::error::DomainResult<_> {
-                let (row, ev) = lifecycle::transition(c, &caller.actor(), &serial, t, now)?;
-                crate::audit::append(c, now, ev)?;
-                Ok(row)
-            })?;
-            Ok(row)
-        })
+    let done = state
+        .domain(move |svc| lifecycle::apply(svc, &caller.actor(), &serial, t))
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "serial": row.serial,
-        "status": row.status,
-        "revocation_reason": row.revocation_reason,
-    })))
+    Ok(HttpResponse::Ok().json(done))
 }
 
 async fn revoke_cert(
@@ -250,16 +218,15 @@ async fn register_party(
         (None, Some(c)) => Credential::Csr(c),
         _ => {
             return Err(ApiError::coded(
-                "request.invalid",
+                Problem::RequestInvalid,
                 "give exactly one of certificate (PEM) or csr (PEM)",
             ))
         }
     };
-    let app = state.app.clone();
     let view = state
-        .blocking(move || {
-            Ok(party::register(
-                &app,
+        .domain(move |svc| {
+            party::register(
+                svc,
                 &caller.actor(),
                 NewParty {
                     party_id: b.party_id,
@@ -267,7 +234,7 @@ async fn register_party(
                     credential,
                     callback_url: b.callback_url,
                 },
-            )?)
+            )
         })
         .await?;
     Ok(HttpResponse::Created().json(view))
@@ -279,8 +246,7 @@ async fn get_party(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let app = state.app.clone();
-    let view = state.blocking(move || Ok(party::view(&app, &id)?)).await?;
+    let view = state.domain(move |svc| party::view(svc, &id)).await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -290,9 +256,8 @@ async fn party_transition(
     id: String,
     t: Transition,
 ) -> Result<HttpResponse, ApiError> {
-    let app = state.app.clone();
     let view = state
-        .blocking(move || Ok(party::transition(&app, &caller.actor(), &id, t)?))
+        .domain(move |svc| party::transition(svc, &caller.actor(), &id, t))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -1,12 +1,11 @@
 //! Auditor API (`/v1/audit/`, role `auditor`, read-only).
 
+use super::{ApiError, Caller, State};
+use crate::audit::query;
+use crate::problem::Problem;
+use crate::store::audit_rows::EventFilter;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
-
-use super::{ApiError, Caller, State};
-use crate::audit::{Checkpoint, Event};
-use crate::store::audit_rows::{self, EventFilter};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/events", web::get().to(events))
@@ -29,7 +28,7 @@ fn limit(l: Option<i64>) -> Result<i64, ApiError> {
         None => Ok(100),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
         Some(_) => Err(ApiError::coded(
-            "request.invalid",
+            Problem::RequestInvalid,
             format!("limit must be 1..={MAX_LIMIT}"),
         )),
     }
@@ -47,20 +46,8 @@ async fn events(
         after_seq: q.after_seq.unwrap_or(0).max(0),
         limit: limit(q.limit)?,
     };
-    let app = state.app.clone();
-    let events = state
-        .blocking(move || {
-            let rows = app
-                .store
-                .read(|c| audit_rows::list(c, &filter))
-                .map_err(|e| ApiError::unavailable("database", e))?;
-            rows.into_iter()
-                .map(|r| Event::from_row(r).map_err(ApiError::internal))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-    let next = events.last().map(|e| e.seq);
-    Ok(HttpResponse::Ok().json(json!({ "events": events, "next_after_seq": next })))
+    let page = state.domain(move |svc| query::events(svc, &filter)).await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,14 +64,8 @@ async fn checkpoints(
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let (after, lim) = (q.after_seq.unwrap_or(0).max(0), limit(q.limit)?);
-    let app = state.app.clone();
-    let cps = state
-        .blocking(move || {
-            app.store
-                .read(|c| audit_rows::checkpoints(c, after, lim))
-                .map_err(|e| ApiError::unavailable("database", e))
-        })
+    let page = state
+        .domain(move |svc| query::checkpoints(svc, after, lim))
         .await?;
-    let cps: Vec<Checkpoint> = cps.into_iter().map(Checkpoint::from).collect();
-    Ok(HttpResponse::Ok().json(json!({ "checkpoints": cps })))
+    Ok(HttpResponse::Ok().json(page))
 }

@@ -1,5 +1,6 @@
 //! Reading raw bodies with a hard cap, answering problem+json when exceeded.
 
+use crate::problem::Problem;
 use actix_web::web;
 use futures_util::StreamExt;
 
@@ -9,11 +10,12 @@ use super::ApiError;
 pub async fn read_capped(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|_| ApiError::coded("request.malformed", "the request body cannot be read"))?;
+        let chunk = chunk.map_err(|_| {
+            ApiError::coded(Problem::RequestMalformed, "the request body cannot be read")
+        })?;
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::coded(
-                "payload.too_large",
+                Problem::PayloadTooLarge,
                 format!("the body is larger than {limit} bytes"),
             ));
         }

@@ -1,13 +1,13 @@
 //! FSP API (`/v1/fsp/`, role `fsp`, CONTRACT §6).
 
+use crate::problem::Problem;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
 use super::body::read_capped;
 use super::{ApiError, Caller, State};
 use crate::ims::MAX_IMS_BYTES;
-use crate::signing;
+use crate::signing::{self, views::SubmitView};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/messages", web::post().to(submit))
@@ -32,37 +32,23 @@ async fn submit(
         .to_ascii_lowercase();
     if ct != "application/xml" && ct != "text/xml" {
         return Err(ApiError::coded(
-            "unsupported_media_type",
+            Problem::UnsupportedMediaType,
             "expected Content-Type: application/xml",
         ));
     }
     let body = read_capped(payload, MAX_IMS_BYTES).await?;
-    let app = state.app.clone();
     let r = state
-        .blocking(move || {
-            Ok(signing::submit(
-                &app,
-                caller.party_id.as_deref(),
-                &caller.actor(),
-                &body,
-            )?)
+        .domain(move |svc| {
+            let r = signing::submit(svc, caller.party_id.as_deref(), &caller.actor(), &body)?;
+            Ok((
+                SubmitView::of(&r, svc.clock.now().unix_timestamp()),
+                r.created,
+            ))
         })
         .await?;
-    let row = &r.request;
-    let body = json!({
-        "request_id": row.id,
-        "status": signing::public_status(&row.status),
-        "expires_at": crate::clock::rfc3339_seconds(
-            time::OffsetDateTime::from_unix_timestamp(row.expires_at).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        ),
-        "verification_code": row.verification_code,
-        "dtbs_sha256": row.dtbs_sha256,
-        "status_url": format!("/v1/fsp/requests/{}", row.id),
-    });
-    Ok(if r.created {
-        HttpResponse::Accepted().json(body)
-    } else {
-        HttpResponse::Ok().json(body)
+    Ok(match r {
+        (view, true) => HttpResponse::Accepted().json(view),
+        (view, false) => HttpResponse::Ok().json(view),
     })
 }
 
@@ -72,15 +58,14 @@ async fn status(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let app = state.app.clone();
     let Some(fsp) = caller.party_id.clone() else {
         return Err(ApiError::coded(
-            "auth.forbidden",
+            Problem::AuthForbidden,
             "this FSP client is not bound to a registered FSP party",
         ));
     };
     let view = state
-        .blocking(move || Ok(signing::fsp_view(&app, &fsp, &id)?))
+        .domain(move |svc| signing::fsp_view(svc, &fsp, &id))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }

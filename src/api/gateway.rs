@@ -26,17 +26,10 @@ async fn authorize(
     body: web::Json<GatewayAuth>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    let app = state.app.clone();
     let signed = state
-        .blocking(move || {
-            Ok(signing::authorize_gateway(
-                &app,
-                &caller.actor(),
-                &b.msisdn,
-                &b.request_id,
-                &b.pin,
-            )?)
+        .domain(move |svc| {
+            signing::authorize_gateway(svc, &caller.actor(), &b.msisdn, &b.request_id, &b.pin)
         })
         .await?;
-    Ok(HttpResponse::Ok().json(signed.to_json()))
+    Ok(HttpResponse::Ok().json(signed))
 }

@@ -18,9 +18,9 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let app = state.app.clone();
+    let svc = state.app.svc.clone();
     let (db, hsm) = state
-        .blocking(move || Ok((app.store.check(), app.hsm.check())))
+        .blocking(move || Ok((svc.store.check(), svc.custody.check())))
         .await?;
     let label = |ok: bool| if ok { "ok" } else { "failing" };
     if let Err(e) = &db {
@@ -32,7 +32,7 @@ async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let body = json!({
         "status": if db.is_ok() && hsm.is_ok() { "ready" } else { "not_ready" },
         "checks": { "database": label(db.is_ok()), "hsm": label(hsm.is_ok()) },
-        "database_backend": state.app.store.backend().name(),
+        "database_backend": state.app.svc.store.backend().name(),
     });
     if db.is_ok() && hsm.is_ok() {
         Ok(HttpResponse::Ok().json(body))
@@ -45,7 +45,7 @@ async fn readyz(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
 }
 
 async fn metrics(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
-    let (conns, idle) = state.app.store.pool_state();
+    let (conns, idle) = state.app.svc.store.pool_state();
     let families = state.app.registry.gather();
     let mut buf = Vec::new();
     prometheus::TextEncoder::new()

@@ -18,6 +18,7 @@ mod pki_routes;
 pub mod problem;
 pub mod tls;
 
+use crate::problem::Problem;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +26,10 @@ use std::time::Duration;
 use actix_web::{middleware, web, App as ActixApp, HttpRequest, HttpServer};
 use tokio::sync::Semaphore;
 
-use crate::app::{App, AppError};
-pub use auth::{Caller, Role};
-pub use handset::{device_message, parse_device_header};
+pub use crate::access::Caller;
+use crate::app::{App, AppError, Services};
+pub use crate::states::Role;
+pub use crate::subscriber::device::{device_message, parse_device_header};
 pub use problem::ApiError;
 
 /// Shared by all workers.
@@ -60,8 +62,19 @@ impl State {
         }
     }
 
+    /// Runs one domain call on the blocking pool; its error becomes the
+    /// answer's problem.
+    pub async fn domain<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Services) -> crate::error::DomainResult<T> + Send + 'static,
+    {
+        let svc = self.app.svc.clone();
+        self.blocking(move || Ok(f(&svc)?)).await
+    }
+
     pub fn now(&self) -> time::OffsetDateTime {
-        self.app.clock.now()
+        self.app.svc.clock.now()
     }
 }
 
@@ -79,14 +92,16 @@ fn json_config(limit: usize) -> web::JsonConfig {
             use actix_web::error::JsonPayloadError as J;
             let e = match &err {
                 J::Overflow { .. } | J::OverflowKnownLength { .. } => {
-                    ApiError::coded("payload.too_large", "the request body is too large")
+                    ApiError::coded(Problem::PayloadTooLarge, "the request body is too large")
                 }
                 J::ContentType => ApiError::coded(
-                    "unsupported_media_type",
+                    Problem::UnsupportedMediaType,
                     "expected Content-Type: application/json",
                 ),
-                J::Deserialize(d) => ApiError::coded("request.malformed", json_error_detail(d)),
-                _ => ApiError::coded("request.malformed", "the request body cannot be read"),
+                J::Deserialize(d) => {
+                    ApiError::coded(Problem::RequestMalformed, json_error_detail(d))
+                }
+                _ => ApiError::coded(Problem::RequestMalformed, "the request body cannot be read"),
             };
             e.into()
         })
@@ -181,12 +196,12 @@ async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
     let allowed = allowed_methods(req.path());
     if allowed.is_empty() {
         return actix_web::ResponseError::error_response(&ApiError::coded(
-            "not_found",
+            Problem::NotFound,
             "no such resource",
         ));
     }
     let mut res = actix_web::ResponseError::error_response(&ApiError::coded(
-        "method_not_allowed",
+        Problem::MethodNotAllowed,
         format!("allowed: {}", allowed.join(", ")),
     ));
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
@@ -206,13 +221,13 @@ async fn openapi() -> actix_web::HttpResponse {
 
 fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
-        ApiError::coded("request.invalid", format!("query: {err}")).into()
+        ApiError::coded(Problem::RequestInvalid, format!("query: {err}")).into()
     })
 }
 
 fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err, _req| {
-        ApiError::coded("request.invalid", format!("path: {err}")).into()
+        ApiError::coded(Problem::RequestInvalid, format!("path: {err}")).into()
     })
 }
 
@@ -306,16 +321,14 @@ async fn checkpoints(state: web::Data<State>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let app = state.app.clone();
         let res = state
-            .blocking(move || {
-                crate::audit::make_checkpoint(
-                    &app.store,
-                    &app.hsm,
-                    &app.pki.keys.audit,
-                    app.clock.now(),
-                )
-                .map_err(ApiError::internal)
+            .domain(|svc| {
+                Ok(crate::audit::make_checkpoint(
+                    &svc.store,
+                    svc.custody.as_ref(),
+                    &svc.pki.keys.audit,
+                    svc.clock.now(),
+                )?)
             })
             .await;
         match res {
@@ -331,21 +344,13 @@ async fn sweeper(state: web::Data<State>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let app = state.app.clone();
-        let res = state
-            .blocking(move || {
-                let requests = crate::signing::expire_overdue(&app)?;
-                let certs = crate::pki::lifecycle::expire_certificates(&app)?;
-                let now = app.clock.now().unix_timestamp();
-                app.store
-                    .write(|c| crate::store::replay::purge(c, now))
-                    .map_err(|e| ApiError::unavailable("database", e))?;
-                Ok((requests, certs))
-            })
-            .await;
-        match res {
-            Ok((0, 0)) => {}
-            Ok((r, c)) => tracing::info!(requests = r, certificates = c, "expired"),
+        match state.domain(crate::sweeper::sweep).await {
+            Ok(s) if s.requests == 0 && s.certificates == 0 => {}
+            Ok(s) => tracing::info!(
+                requests = s.requests,
+                certificates = s.certificates,
+                "expired"
+            ),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),
         }
     }

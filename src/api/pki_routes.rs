@@ -31,19 +31,19 @@ fn pem(body: String) -> HttpResponse {
 }
 
 async fn ca(state: web::Data<State>) -> HttpResponse {
-    pem(state.app.pki.ca_bundle_pem())
+    pem(state.app.svc.pki.ca_bundle_pem())
 }
 
 async fn transport(state: web::Data<State>) -> HttpResponse {
-    pem(state.app.pki.transport.info.pem.clone())
+    pem(state.app.svc.pki.transport.info.pem.clone())
 }
 
 async fn display(state: web::Data<State>) -> HttpResponse {
-    pem(state.app.pki.display.info.pem.clone())
+    pem(state.app.svc.pki.display.info.pem.clone())
 }
 
 async fn audit(state: web::Data<State>) -> HttpResponse {
-    pem(state.app.pki.audit.info.pem.clone())
+    pem(state.app.svc.pki.audit.info.pem.clone())
 }
 
 fn pki_error(e: PkiError) -> ApiError {
@@ -67,7 +67,7 @@ async fn crl(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
     let der = state
         .blocking(move || {
             st.crl
-                .current(&st.app.store, &st.app.pki, now, validity)
+                .current(&st.app.svc.store, &st.app.svc.pki, now, validity)
                 .map_err(pki_error)
         })
         .await?;
@@ -83,11 +83,11 @@ async fn ocsp(state: web::Data<State>, payload: web::Payload) -> Result<HttpResp
     let body = super::body::read_capped(payload, OCSP_MAX_REQUEST_BYTES).await?;
     let now = state.now();
     let validity = seconds(state.app.cfg.file.pki.ocsp_next_update_seconds);
-    let app = state.app.clone();
+    let svc = state.app.svc.clone();
     let der = state
         .blocking(move || {
             Ok(crate::pki::ocsp::respond(
-                &app.pki, &app.store, &body, now, validity,
+                &svc.pki, &svc.store, &body, now, validity,
             ))
         })
         .await?;

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::AuditError;
 use crate::clock::rfc3339_millis;
-use crate::hsm::{Hsm, KeyId};
+use crate::hsm::{Custody, KeyId};
 use crate::store::audit_rows::{self, CheckpointRow};
 use crate::store::Store;
 
@@ -43,7 +43,7 @@ pub fn checkpoint_message(seq: i64, hash: &str, ts: &str) -> String {
 /// checkpoint, or `None` when there was nothing new (or another node won).
 pub fn make_checkpoint(
     store: &Store,
-    hsm: &Hsm,
+    hsm: &dyn Custody,
     audit_key: &KeyId,
     now: OffsetDateTime,
 ) -> Result<Option<Checkpoint>, AuditError> {
@@ -56,9 +56,7 @@ pub fn make_checkpoint(
         return Ok(None);
     }
     let ts = rfc3339_millis(now);
-    let sig = hsm
-        .sign_sha256(audit_key, checkpoint_message(seq, &hash, &ts).as_bytes())
-        .map_err(|e| AuditError::Encoding(format!("checkpoint signature: {e}")))?;
+    let sig = hsm.sign_sha256(audit_key, checkpoint_message(seq, &hash, &ts).as_bytes())?;
     let row = CheckpointRow {
         seq,
         hash,

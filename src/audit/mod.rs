@@ -11,6 +11,8 @@
 //! lock is held only for the append and the commit.
 
 mod checkpoint;
+mod event;
+pub mod query;
 mod verify;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,7 @@ use crate::store::audit_rows::{self, EventRow};
 use crate::store::{DbConn, StoreError};
 
 pub use checkpoint::{checkpoint_message, make_checkpoint, verify_checkpoint_sig, Checkpoint};
+pub use event::{AuditEvent, BlockedBy, Channel, PinDuring};
 pub use verify::{
     parse_held_checkpoints, verify_lines, verify_store, VerifyError, VerifyFailure, VerifyReport,
 };
@@ -32,10 +35,24 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub enum AuditError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The HSM could not sign a checkpoint.
+    #[error(transparent)]
+    Hsm(#[from] crate::hsm::HsmError),
     #[error("audit details must not carry {0:?}")]
     SecretInDetails(String),
     #[error("audit encoding: {0}")]
     Encoding(String),
+}
+
+impl AuditError {
+    /// An outage of the database or the HSM that may pass.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AuditError::Store(e) => e.is_transient(),
+            AuditError::Hsm(e) => e.is_transient(),
+            AuditError::SecretInDetails(_) | AuditError::Encoding(_) => false,
+        }
+    }
 }
 
 impl From<diesel::result::Error> for AuditError {
@@ -126,7 +143,7 @@ impl Actor {
     }
 }
 
-/// An event to append.
+/// An event to append: who did it, to what, and the typed step.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub actor: Actor,
@@ -136,17 +153,14 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn new(
-        actor: &Actor,
-        action: &'static str,
-        subject: Option<String>,
-        details: Value,
-    ) -> Self {
+    /// `actor` did `event` to `subject`.
+    pub fn of(actor: &Actor, subject: impl Into<Option<String>>, event: AuditEvent) -> Self {
         NewEvent {
             actor: actor.clone(),
-            action,
-            subject,
-            details,
+            action: event.action(),
+            subject: subject.into(),
+            // A plain struct of strings, numbers and options: it always encodes.
+            details: serde_json::to_value(&event).unwrap_or(Value::Null),
         }
     }
 }

@@ -38,6 +38,18 @@ pub enum HsmError {
 }
 
 impl HsmError {
+    /// An outage that may pass (no free session, a lost session or login,
+    /// a device or resource failure): callers answer 503, not 500.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            HsmError::PoolTimeout(_)
+                | HsmError::SessionLost(_)
+                | HsmError::Device(_)
+                | HsmError::Resources(_)
+        )
+    }
+
     /// A short stable label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

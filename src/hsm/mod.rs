@@ -11,6 +11,7 @@
 //! Every method blocks; callers run them off the async executor.
 
 mod context;
+mod custody;
 mod derive;
 mod error;
 mod keygen;
@@ -18,6 +19,8 @@ mod mac;
 mod metrics;
 mod pool;
 mod sign;
+#[cfg(test)]
+pub mod soft;
 pub mod softhsm;
 
 use std::path::PathBuf;
@@ -28,6 +31,7 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use secrecy::SecretString;
 
 pub use context::prepare_process_env;
+pub use custody::Custody;
 pub use error::HsmError;
 pub use keygen::{EcUsage, GeneratedKey};
 pub use metrics::HsmMetrics;

@@ -2,12 +2,14 @@
 
 use std::fmt;
 
+use crate::problem::Problem;
+
 /// Stable error code: the message is not a well-formed, valid iMS.
-pub const CODE_MALFORMED: &str = "ims.malformed";
+pub const CODE_MALFORMED: Problem = Problem::ImsMalformed;
 /// Stable error code: the message exceeds [`super::MAX_IMS_BYTES`].
-pub const CODE_TOO_LARGE: &str = "payload.too_large";
+pub const CODE_TOO_LARGE: Problem = Problem::PayloadTooLarge;
 /// Stable error code: the amount uses a currency code that is not in the ISO 4217 table.
-pub const CODE_CURRENCY_UNSUPPORTED: &str = "ims.currency_unsupported";
+pub const CODE_CURRENCY_UNSUPPORTED: Problem = Problem::ImsCurrencyUnsupported;
 
 /// Maximum number of characters of input that may ever appear in an error
 /// message (element names only; values are never echoed).
@@ -24,7 +26,7 @@ const MAX_FRAGMENT_CHARS: usize = 32;
 #[error("{}{}: {}", .code, ElementAt(.element), .message)]
 pub struct ImsError {
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: Problem,
     /// The element that failed, if known.
     pub element: Option<String>,
     /// Human-readable reason; never echoes input values.

@@ -95,7 +95,7 @@ impl CertInfo {
         purpose: &str,
         owner: Option<&str>,
         key_id: Option<&str>,
-        status: &str,
+        status: crate::states::CertStatus,
         now: OffsetDateTime,
     ) -> CertRow {
         CertRow {
@@ -108,7 +108,7 @@ impl CertInfo {
             fingerprint: self.fingerprint.clone(),
             not_before: self.not_before.unix_timestamp(),
             not_after: self.not_after.unix_timestamp(),
-            status: status.to_string(),
+            status,
             revocation_reason: None,
             revoked_at: None,
             superseded_by: None,

@@ -3,6 +3,7 @@
 //! `crls` table. It is rebuilt when the revocation epoch moves (any status
 //! change) or when half of its validity has passed, never per request.
 
+use crate::states::CertStatus;
 use std::sync::{Arc, RwLock};
 
 use base64::Engine;
@@ -50,12 +51,12 @@ pub fn standing(row: &CertRow) -> Standing {
         });
         r.filter(|r| *r != Reason::Unspecified)
     };
-    match row.status.as_str() {
-        "suspended" => Standing::Revoked {
+    match row.status {
+        CertStatus::Suspended => Standing::Revoked {
             at,
             reason: Some(Reason::CertificateHold),
         },
-        "revoked" => Standing::Revoked {
+        CertStatus::Revoked => Standing::Revoked {
             at,
             reason: stored_reason(),
         },
@@ -241,7 +242,9 @@ impl CrlService {
 mod tests {
     use super::*;
 
-    fn row(status: &str, reason: Option<&str>, revoked_at: Option<i64>) -> CertRow {
+    use CertStatus::{Active, Expired, Revoked, Suspended};
+
+    fn row(status: CertStatus, reason: Option<&str>, revoked_at: Option<i64>) -> CertRow {
         CertRow {
             serial: "4f00".into(),
             issuer: ISSUER.into(),
@@ -252,7 +255,7 @@ mod tests {
             fingerprint: String::new(),
             not_before: 0,
             not_after: 0,
-            status: status.into(),
+            status,
             revocation_reason: reason.map(str::to_string),
             revoked_at,
             superseded_by: None,
@@ -262,25 +265,24 @@ mod tests {
 
     #[test]
     fn standing_follows_the_lifecycle() {
-        assert_eq!(standing(&row("active", None, None)), Standing::Good);
-        assert_eq!(standing(&row("issued", None, None)), Standing::Good);
-        assert_eq!(standing(&row("expired", None, None)), Standing::Good);
+        assert_eq!(standing(&row(Active, None, None)), Standing::Good);
+        assert_eq!(standing(&row(Expired, None, None)), Standing::Good);
         assert_eq!(
-            standing(&row("suspended", None, Some(100))),
+            standing(&row(Suspended, None, Some(100))),
             Standing::Revoked {
                 at: 100,
                 reason: Some(Reason::CertificateHold)
             }
         );
         assert_eq!(
-            standing(&row("revoked", Some("keyCompromise"), Some(200))),
+            standing(&row(Revoked, Some("keyCompromise"), Some(200))),
             Standing::Revoked {
                 at: 200,
                 reason: Some(Reason::KeyCompromise)
             }
         );
         assert_eq!(
-            standing(&row("expired", Some("superseded"), Some(300))),
+            standing(&row(Expired, Some("superseded"), Some(300))),
             Standing::Revoked {
                 at: 300,
                 reason: Some(Reason::Superseded)
@@ -288,7 +290,7 @@ mod tests {
         );
         // Unspecified is left out (RFC 5280 §5.3.1); no time → since issuance.
         assert_eq!(
-            standing(&row("revoked", Some("unspecified"), None)),
+            standing(&row(Revoked, Some("unspecified"), None)),
             Standing::Revoked {
                 at: 7,
                 reason: None

@@ -16,7 +16,7 @@ use openssl::x509::X509;
 use rcgen::{Issuer, PublicKeyData};
 use time::OffsetDateTime;
 
-use crate::hsm::{point_from_spki, Hsm, HsmError, KeyId};
+use crate::hsm::{point_from_spki, Custody, HsmError, KeyId};
 use crate::store::{certs, keys, DbConn, Store, StoreError};
 
 pub use cert::CertInfo;
@@ -52,6 +52,17 @@ pub enum PkiError {
     Signing(String),
     #[error("the PKI is not initialised ({0} missing); run `tmcs init`")]
     NotInitialised(String),
+}
+
+impl PkiError {
+    /// An outage of the HSM or the database that may pass.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PkiError::Hsm(e) => e.is_transient(),
+            PkiError::Store(e) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 impl From<diesel::result::Error> for PkiError {
@@ -114,7 +125,7 @@ impl LoadedCert {
 /// Everything needed to issue and to answer for the PKI.
 #[derive(Clone)]
 pub struct Pki {
-    pub hsm: Hsm,
+    pub custody: std::sync::Arc<dyn Custody>,
     pub keys: ServerKeyIds,
     pub root: LoadedCert,
     pub issuing: LoadedCert,
@@ -159,7 +170,11 @@ fn current(conn: &mut DbConn, name: &str) -> Result<LoadedCert, PkiError> {
 
 impl Pki {
     /// Loads key ids and current certificates from the database.
-    pub fn load(store: &Store, hsm: Hsm, settings: PkiSettings) -> Result<Pki, PkiError> {
+    pub fn load(
+        store: &Store,
+        custody: std::sync::Arc<dyn Custody>,
+        settings: PkiSettings,
+    ) -> Result<Pki, PkiError> {
         store.read(|c| {
             Ok(Pki {
                 keys: ServerKeyIds {
@@ -177,7 +192,7 @@ impl Pki {
                 display: current(c, names::DISPLAY)?,
                 audit: current(c, names::AUDIT)?,
                 ocsp: current(c, names::OCSP)?,
-                hsm,
+                custody,
                 profiles: settings.profiles,
                 public_url: settings.public_url,
                 organization: settings.organization,
@@ -198,7 +213,7 @@ impl Pki {
     /// A signer for the issuing CA's HSM key.
     pub fn issuing_signer(&self) -> HsmSigner<'_> {
         HsmSigner::new(
-            &self.hsm,
+            self.custody.as_ref(),
             self.keys.issuing_ca.clone(),
             self.issuing.point.clone(),
         )
@@ -232,7 +247,7 @@ impl Pki {
             public_url: &self.public_url,
         };
         issue_by(
-            &self.hsm,
+            self.custody.as_ref(),
             &self.issuing,
             &self.keys.issuing_ca,
             spec,
@@ -244,7 +259,7 @@ impl Pki {
 /// Issues `spec` for `subject_key`, signed in the HSM by the CA whose
 /// certificate is `ca` and whose key is `ca_key`. Validity never outlasts the CA.
 pub fn issue_by(
-    hsm: &Hsm,
+    hsm: &dyn Custody,
     ca: &LoadedCert,
     ca_key: &KeyId,
     mut spec: CertSpec<'_>,
@@ -265,7 +280,7 @@ pub fn issue_by(
 
 /// A self-signed root for the HSM key `key` with public point `point`.
 pub fn self_signed_root(
-    hsm: &Hsm,
+    hsm: &dyn Custody,
     key: &KeyId,
     point: Vec<u8>,
     spec: CertSpec<'_>,

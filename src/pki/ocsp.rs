@@ -201,7 +201,7 @@ fn answer(
         response_extensions: (!nonce.is_empty()).then_some(nonce),
     };
     let tbs_der = tbs.to_der().map_err(der_err("response data"))?;
-    let sig = pki.hsm.sign_sha256(&pki.keys.ocsp, &tbs_der)?;
+    let sig = pki.custody.sign_sha256(&pki.keys.ocsp, &tbs_der)?;
     let basic = BasicOcspResponse {
         tbs_response_data: tbs,
         signature_algorithm: AlgorithmIdentifierOwned {

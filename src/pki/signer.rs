@@ -1,14 +1,14 @@
 //! rcgen's remote-key hooks for an HSM key: rcgen builds the TBS bytes,
-//! the HSM signs them (SHA-256 in software, then `CKM_ECDSA`).
+//! the custodian (the HSM) signs them (SHA-256 in software, then `CKM_ECDSA`).
 
 use std::sync::Mutex;
 
 use rcgen::{PublicKeyData, SignatureAlgorithm, SigningKey, PKCS_ECDSA_P256_SHA256};
 
-use crate::hsm::{Hsm, HsmError, KeyId};
+use crate::hsm::{Custody, HsmError, KeyId};
 
 pub struct HsmSigner<'a> {
-    hsm: &'a Hsm,
+    hsm: &'a dyn Custody,
     key: KeyId,
     point: Vec<u8>,
     last_error: Mutex<Option<HsmError>>,
@@ -16,7 +16,7 @@ pub struct HsmSigner<'a> {
 
 impl<'a> HsmSigner<'a> {
     /// `point` is the key's uncompressed public point.
-    pub fn new(hsm: &'a Hsm, key: KeyId, point: Vec<u8>) -> Self {
+    pub fn new(hsm: &'a dyn Custody, key: KeyId, point: Vec<u8>) -> Self {
         HsmSigner {
             hsm,
             key,

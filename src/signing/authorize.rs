@@ -3,239 +3,287 @@
 //! 1. The PIN block is decrypted inside the HSM and must name this request,
 //!    its nonce and `dtbs_sha256` (handset), or the gateway names it (tier
 //!    `small` only).
-//! 2. The PIN is checked against the verifier with the shared try counter,
-//!    and — in the same transaction — the request is claimed with a
-//!    conditional update `pending → signing`. Only one caller can win it.
-//! 3. The HSM signs `C` with the payer's key; the signature and the signed
-//!    iMS are stored (`signing → signed`). A crash between 2 and 3 leaves no
-//!    signature out; the sweeper expires the request.
+//! 2. In one transaction: the one signer check ([`lock_signer`]) on the
+//!    locked subscriber row, the PIN against the verifier with the shared
+//!    try counter, and the claim `pending → signing` (a conditional update:
+//!    only one caller can win it).
+//! 3. SHA-256 of the canonical `C` must equal the digest the PIN block was
+//!    bound to; the HSM signs exactly that digest. A mismatch fails the
+//!    request, audited, and nothing is signed.
+//! 4. The signature and the signed iMS are stored (`signing → signed`). A
+//!    crash between 2 and 4 leaves no signature out; the sweeper expires
+//!    the request.
 
-use serde_json::json;
+use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{b64, expire_if_overdue, load_pending_for, parse_stored, subject, PENDING};
-use crate::app::App;
-use crate::audit::{self, Actor, NewEvent};
-use crate::error::{reject, DomainResult};
+use super::views::{not_pending, pending_of};
+use super::{b64, b64url, parse_stored, subject};
+use crate::app::Services;
+use crate::audit::{self, Actor, AuditEvent, Channel, NewEvent, PinDuring};
+use crate::error::{internal, reject, DomainError, DomainResult, Problem};
+use crate::hsm::KeyId;
 use crate::ims::Tier;
-use crate::store::requests::{self, RequestRow};
-use crate::store::subscribers;
-use crate::subscriber::{self, pin, pinblock};
+use crate::states::{RequestStatus, SubscriberState};
+use crate::store::requests::{self, Effects, RequestRow};
+use crate::store::subscribers::{self, SubscriberRow};
+use crate::subscriber::pin::{self, Check};
+use crate::subscriber::pin_change::{pin_failure_events, pin_refusal};
+use crate::subscriber::{self, lock_signer, pinblock};
 
-#[derive(Debug)]
+/// `200` of both authorisation endpoints (CONTRACT §7).
+#[derive(Debug, Serialize)]
 pub struct Signed {
+    pub status: RequestStatus,
     pub request_id: String,
-    pub signature_b64: String,
+    /// Base64 DER ECDSA signature over `C`.
+    pub signature: String,
 }
 
-impl Signed {
-    /// The answer of both authorisation endpoints (CONTRACT §7).
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({ "status": "signed", "request_id": self.request_id, "signature": self.signature_b64 })
-    }
+/// `200` of `POST /v1/handset/requests/{id}/decline`.
+#[derive(Debug, Serialize)]
+pub struct Declined {
+    pub status: RequestStatus,
+    pub request_id: String,
 }
 
-/// `POST /v1/handset/requests/{id}/authorize`.
+/// `POST /v1/handset/requests/{id}/authorize`, for the payer that device
+/// authentication found.
 pub fn authorize_handset(
-    app: &App,
-    subscriber_id: &str,
+    svc: &Services,
+    payer: &SubscriberRow,
     request_id: &str,
     pin_block: &str,
 ) -> DomainResult<Signed> {
-    let actor = Actor::Subscriber(subscriber_id.to_string());
+    let actor = Actor::Subscriber(payer.id.clone());
     let plain = pinblock::open(
-        &app.hsm,
-        &app.pki.keys.transport,
-        &app.pki.transport.point,
+        svc.custody.as_ref(),
+        &svc.pki.keys.transport,
+        &svc.pki.transport.point,
         pin_block,
     )?;
     let p = pinblock::parse_auth(&plain)?;
-    let row = load_pending_for(app, subscriber_id, request_id)?;
+    let row = pending_of(svc, &payer.id, request_id)?;
     let bound = p.request_id == row.id
         && pin::ct_eq(p.nonce.as_bytes(), row.nonce.as_bytes())
         && pin::ct_eq(p.dtbs_sha256.as_bytes(), row.dtbs_sha256.as_bytes());
     if !bound {
-        let now = app.clock.now();
-        app.store.write(|c| {
+        let now = svc.clock.now();
+        svc.store.write(|c| {
             audit::append(
                 c,
                 now,
-                NewEvent::new(
+                NewEvent::of(
                     &actor,
-                    "request.sad_mismatch",
-                    Some(subject(&row.id)),
-                    json!({ "channel": "handset" }),
+                    subject(&row.id),
+                    AuditEvent::RequestSadMismatch {
+                        channel: Channel::Handset,
+                    },
                 ),
             )
         })?;
         return Err(reject(
-            "sad.mismatch",
+            Problem::SadMismatch,
             "the PIN block does not match this request's id, nonce and digest",
         ));
     }
-    sign_once(app, &actor, subscriber_id, row, &p.pin, "handset")
+    sign_once(svc, &actor, payer, row, &p.pin, Channel::Handset)
 }
 
 /// `POST /v1/gateway/authorize`: USSD/SMS without an app, tier `small` only.
 pub fn authorize_gateway(
-    app: &App,
+    svc: &Services,
     actor: &Actor,
     msisdn: &str,
     request_id: &str,
     pin: &str,
 ) -> DomainResult<Signed> {
     let pin = Zeroizing::new(pin.to_string());
-    let s = app
+    let s = svc
         .store
         .read(|c| subscribers::by_msisdn(c, msisdn))?
-        .ok_or_else(|| reject("request.not_found", "no such request for this subscriber"))?;
-    let row = load_pending_for(app, &s.id, request_id)?;
+        .ok_or_else(|| {
+            reject(
+                Problem::RequestNotFound,
+                "no such request for this subscriber",
+            )
+        })?;
+    let row = pending_of(svc, &s.id, request_id)?;
     if row.tier != Tier::Small.as_str() {
-        let now = app.clock.now();
-        app.store.write(|c| {
+        let now = svc.clock.now();
+        svc.store.write(|c| {
             audit::append(
                 c,
                 now,
-                NewEvent::new(
+                NewEvent::of(
                     actor,
-                    "auth.denied",
-                    Some(subject(&row.id)),
-                    json!({ "reason": "gateway may only authorise tier small", "tier": row.tier }),
+                    subject(&row.id),
+                    AuditEvent::AuthDenied {
+                        method: None,
+                        route: None,
+                        required_role: None,
+                        reason: "gateway may only authorise tier small".into(),
+                        tier: Some(row.tier.clone()),
+                    },
                 ),
             )
         })?;
         return Err(reject(
-            "auth.forbidden",
+            Problem::AuthForbidden,
             "the gateway may only authorise tier small",
         ));
     }
-    sign_once(app, actor, &s.id, row, &pin, "gateway")
+    sign_once(svc, actor, &s, row, &pin, Channel::Gateway)
 }
 
-/// PIN check + claim in one transaction, then one HSM signature, stored.
+/// What the authorisation transaction decided.
+enum Gate {
+    /// Claimed: sign with this key; the certificate's serial.
+    Claimed { key: KeyId, serial: String },
+    /// A committed refusal (a wrong PIN counts).
+    Refused(DomainError),
+    /// The PIN was changed since the salt was read: hash again with this one.
+    Resalt(Vec<u8>),
+}
+
+/// Signer check, PIN and claim in one transaction; then one HSM signature
+/// over the bound digest, stored.
 fn sign_once(
-    app: &App,
+    svc: &Services,
     actor: &Actor,
-    subscriber_id: &str,
+    payer: &SubscriberRow,
     row: RequestRow,
     pin_value: &str,
-    channel: &str,
+    channel: Channel,
 ) -> DomainResult<Signed> {
-    let s = app
-        .store
-        .read(|c| subscribers::by_id(c, subscriber_id))?
-        .ok_or_else(|| reject("subscriber.not_found", "no such subscriber"))?;
-    match s.state.as_str() {
-        subscriber::ACTIVE => {}
-        subscriber::BLOCKED => return Err(reject("pin.blocked", "the PIN is blocked")),
-        _ => {
-            return Err(reject(
-                "subscriber.not_active",
-                "the subscriber is not active",
-            ))
+    let max = svc.pins.settings.max_attempts;
+    // The PIN is hashed (argon2id, then HMAC in the HSM) outside the
+    // transaction, with the salt as read; the transaction checks it is still
+    // the subscriber's.
+    let mut salt = payer.pin_salt.as_deref().and_then(|h| hex::decode(h).ok());
+    let mut gate = None;
+    for _ in 0..2 {
+        let candidate = match &salt {
+            Some(s) => Some(svc.pins.verifier(svc.custody.as_ref(), s, pin_value)?),
+            None => None,
+        };
+        let now = svc.clock.now();
+        let t = now.unix_timestamp();
+        let decided = svc.store.write(|c| -> DomainResult<Gate> {
+            let signer = lock_signer(c, &payer.id, max, now)?;
+            let Some(candidate) = candidate.filter(|_| salt.as_deref() == Some(&signer.salt[..]))
+            else {
+                return Ok(Gate::Resalt(signer.salt));
+            };
+            let verifier = signer.verifier.clone();
+            match pin::check_in_tx(
+                c,
+                &payer.id,
+                SubscriberState::Active,
+                max,
+                &candidate,
+                |_| Ok(Some(verifier)),
+                t,
+            )? {
+                Check::Correct => {}
+                Check::Wrong { left } => {
+                    let events = pin_failure_events(
+                        actor,
+                        &payer.id,
+                        left,
+                        max,
+                        PinDuring::Authorization,
+                        Some(&row.id),
+                    );
+                    audit::append_all(c, now, events)?;
+                    return Ok(Gate::Refused(pin_refusal(Some(left))));
+                }
+                Check::Blocked => return Ok(Gate::Refused(pin_refusal(None))),
+            }
+            if !requests::claim(c, &row.id, t)? {
+                // Someone else won, or time ran out: nothing of this attempt is kept.
+                return Err(match requests::get(c, &row.id)? {
+                    Some(cur) if cur.status == RequestStatus::PendingAuthorization => {
+                        reject(Problem::RequestExpired, "the request has expired")
+                    }
+                    Some(cur) => not_pending(cur.seen_at(t)),
+                    None => reject(Problem::RequestNotFound, "no such request"),
+                });
+            }
+            audit::append(
+                c,
+                now,
+                NewEvent::of(
+                    actor,
+                    subject(&row.id),
+                    AuditEvent::RequestAuthorized {
+                        channel,
+                        payer: subscriber::subject(&payer.id),
+                        certificate: signer.certificate.serial.clone(),
+                    },
+                ),
+            )?;
+            Ok(Gate::Claimed {
+                key: signer.key,
+                serial: signer.certificate.serial,
+            })
+        })?;
+        match decided {
+            Gate::Resalt(current) => salt = Some(current),
+            other => {
+                gate = Some(other);
+                break;
+            }
         }
     }
-    let salt = s
-        .pin_salt
-        .as_deref()
-        .and_then(|h| hex::decode(h).ok())
-        .ok_or_else(|| reject("subscriber.not_active", "no PIN is set"))?;
-    let candidate = app.pins.verifier(&app.hsm, &salt, pin_value)?;
-    let max = app.cfg.file.pin.max_attempts;
-    let now = app.clock.now();
-    let t = now.unix_timestamp();
-
-    // The outer result rolls the transaction back; the inner one is a refusal
-    // that commits (a wrong PIN counts).
-    type Gate = Result<(crate::hsm::KeyId, String), crate::error::DomainError>;
-    let gate = app.store.write(|c| -> DomainResult<Gate> {
-        let check = pin::check_in_tx(c, &s.id, subscriber::ACTIVE, max, &candidate, |c| subscriber::stored_verifier(c, &s.id), t)?;
-        match check {
-            pin::Check::Correct => {}
-            pin::Check::Wrong { left } => {
-                let mut events = subscriber::pin_failure_events(actor, &s.id, left, max, "authorization");
-                for e in &mut events {
-                    if let serde_json::Value::Object(m) = &mut e.details {
-                        m.insert("request".into(), json!(row.id));
-                    }
-                }
-                audit::append_all(c, now, events)?;
-                return Ok(Err(subscriber::pin_refusal(Some(left))));
-            }
-            pin::Check::Blocked => return Ok(Err(subscriber::pin_refusal(None))),
+    let (key, serial) = match gate {
+        Some(Gate::Claimed { key, serial }) => (key, serial),
+        Some(Gate::Refused(e)) => return Err(e),
+        Some(Gate::Resalt(_)) | None => {
+            return Err(reject(
+                Problem::SubscriberNotActive,
+                "the PIN changed meanwhile; try again",
+            ))
         }
-        let (key, cert) = subscriber::signing_key(c, &s.id, now)?;
-        if !requests::claim(c, &row.id, t)? {
-            // Someone else won, or time ran out: nothing of this attempt is kept.
-            let cur = requests::get(c, &row.id)?;
-            return Err(match cur.map(|r| r.status) {
-                Some(st) if st == PENDING => reject("request.expired", "the request has expired"),
-                Some(st) => reject("request.not_pending", format!("the request is {}", super::public_status(&st))),
-                None => reject("request.not_found", "no such request"),
-            });
-        }
-        audit::append(
-            c,
-            now,
-            NewEvent::new(
-                actor,
-                "request.authorized",
-                Some(subject(&row.id)),
-                json!({ "channel": channel, "payer": subscriber::subject(&s.id), "certificate": cert.serial }),
-            ),
-        )?;
-        Ok(Ok((key, cert.serial)))
-    })?;
-    let (key, serial) = gate?;
+    };
 
-    // The one signature, in the HSM, over exactly C.
+    // Exactly what the PIN block was bound to, or nothing.
     let mut m = parse_stored(&row)?;
     let c_bytes = m.canonical_c().map_err(super::ims_error)?;
-    let sig = match app.hsm.sign_sha256(&key, &c_bytes) {
+    let digest = openssl::sha::sha256(&c_bytes);
+    if hex::encode(digest) != row.c_sha256 || b64url(&digest) != row.dtbs_sha256 {
+        fail_claimed(svc, &row.id, "dtbs.mismatch")?;
+        return Err(internal(format!(
+            "request {}: the stored message no longer hashes to the digest the PIN was bound to",
+            row.id
+        )));
+    }
+    let sig = match svc.custody.sign_digest(&key, &digest) {
         Ok(sig) => sig,
         Err(e) => {
-            let now = app.clock.now();
-            app.store.write(|c| -> DomainResult<()> {
-                if requests::fail(
-                    c,
-                    &row.id,
-                    super::SIGNING,
-                    "hsm.unavailable",
-                    now.unix_timestamp(),
-                )? {
-                    audit::append(
-                        c,
-                        now,
-                        NewEvent::new(
-                            &Actor::System,
-                            "request.failed",
-                            Some(subject(&row.id)),
-                            json!({ "error": e.kind() }),
-                        ),
-                    )?;
-                }
-                Ok(())
-            })?;
+            fail_claimed(svc, &row.id, "hsm.unavailable")?;
             return Err(e.into());
         }
     };
     m.from_sign = Some(sig.clone());
     let signed_xml = m.to_xml();
     let sig_b64 = b64(&sig);
-    let now = app.clock.now();
-    let stored = app.store.write(|c| -> DomainResult<bool> {
+    let now = svc.clock.now();
+    let stored = svc.store.write(|c| -> DomainResult<bool> {
         if !requests::store_signature(c, &row.id, &sig_b64, &signed_xml, now.unix_timestamp())? {
             return Ok(false);
         }
         audit::append(
             c,
             now,
-            NewEvent::new(
+            NewEvent::of(
                 actor,
-                "request.signed",
-                Some(subject(&row.id)),
-                json!({ "certificate": serial, "signature_sha256": hex::encode(openssl::sha::sha256(&sig)),
-                        "dtbs_sha256": row.dtbs_sha256 }),
+                subject(&row.id),
+                AuditEvent::RequestSigned {
+                    certificate: serial.clone(),
+                    signature_sha256: hex::encode(openssl::sha::sha256(&sig)),
+                    dtbs_sha256: row.dtbs_sha256.clone(),
+                },
             ),
         )?;
         Ok(true)
@@ -244,47 +292,77 @@ fn sign_once(
         // The claim was taken away (expired by the sweeper): the signature
         // is dropped here and was never given to anyone.
         return Err(reject(
-            "request.expired",
+            Problem::RequestExpired,
             "the request expired while signing",
         ));
     }
     Ok(Signed {
+        status: RequestStatus::Signed,
         request_id: row.id,
-        signature_b64: sig_b64,
+        signature: sig_b64,
+    })
+}
+
+/// A claimed request that will not be signed: `signing → failed`, audited.
+fn fail_claimed(svc: &Services, id: &str, code: &str) -> DomainResult<()> {
+    let now = svc.clock.now();
+    svc.store.write(|c| -> DomainResult<()> {
+        if requests::fail(c, id, RequestStatus::Signing, code, now.unix_timestamp())? {
+            audit::append(
+                c,
+                now,
+                NewEvent::of(
+                    &Actor::System,
+                    subject(id),
+                    AuditEvent::RequestFailed {
+                        error: code.to_string(),
+                    },
+                ),
+            )?;
+        }
+        Ok(())
     })
 }
 
 /// `POST /v1/handset/requests/{id}/decline`.
-pub fn decline(app: &App, subscriber_id: &str, request_id: &str) -> DomainResult<()> {
-    let row = load_pending_for(app, subscriber_id, request_id)?;
-    let now = app.clock.now();
-    let done = app.store.write(|c| -> DomainResult<bool> {
-        if !requests::transition(c, &row.id, PENDING, super::DECLINED, now.unix_timestamp())? {
-            return Ok(false);
-        }
-        audit::append(
+pub fn decline(svc: &Services, subscriber_id: &str, request_id: &str) -> DomainResult<Declined> {
+    let row = pending_of(svc, subscriber_id, request_id)?;
+    let now = svc.clock.now();
+    let t = now.unix_timestamp();
+    let done = svc.store.write(|c| -> DomainResult<bool> {
+        let declined = requests::transition_with(
             c,
-            now,
-            NewEvent::new(
-                &Actor::Subscriber(subscriber_id.to_string()),
-                "request.declined",
-                Some(subject(&row.id)),
-                json!({}),
-            ),
+            &row.id,
+            RequestStatus::PendingAuthorization,
+            RequestStatus::Declined,
+            t,
+            Effects {
+                unexpired_at: Some(t),
+                ..Effects::default()
+            },
         )?;
-        Ok(true)
+        if declined {
+            audit::append(
+                c,
+                now,
+                NewEvent::of(
+                    &Actor::Subscriber(subscriber_id.to_string()),
+                    subject(&row.id),
+                    AuditEvent::RequestDeclined {},
+                ),
+            )?;
+        }
+        Ok(declined)
     })?;
     if done {
-        Ok(())
-    } else {
-        let cur = app.store.read(|c| requests::get(c, &row.id))?;
-        let st = cur
-            .map(|r| expire_if_overdue(app, &r))
-            .transpose()?
-            .unwrap_or_default();
-        Err(reject(
-            "request.not_pending",
-            format!("the request is {}", super::public_status(&st)),
-        ))
+        return Ok(Declined {
+            status: RequestStatus::Declined,
+            request_id: row.id,
+        });
     }
+    let status = svc
+        .store
+        .read(|c| requests::get(c, &row.id))?
+        .map_or(row.status, |r| r.seen_at(t));
+    Err(not_pending(status))
 }

@@ -2,6 +2,7 @@
 //! `medium` up to `medium_max`, `large` above; at most `per_payment_max` a
 //! payment and `daily_max` a UTC day per payer. Other currencies are refused.
 
+use crate::problem::Problem;
 use std::collections::BTreeMap;
 
 use crate::config::PolicySection;
@@ -61,7 +62,7 @@ impl Policy {
             .copied()
             .ok_or_else(|| {
                 reject(
-                    "ims.currency_unsupported",
+                    Problem::ImsCurrencyUnsupported,
                     format!("{} is not configured", amount.currency().code()),
                 )
             })
@@ -95,7 +96,7 @@ mod tests {
         let l = p.limits(&Money::parse("EUR1.00").unwrap()).unwrap();
         assert_eq!((l.per_payment_max, l.daily_max), (1_000_000, 2_000_000));
         let e = p.tier(&Money::parse("JPY500").unwrap()).unwrap_err();
-        assert_eq!(e.code(), Some("ims.currency_unsupported"));
+        assert_eq!(e.problem(), Some(Problem::ImsCurrencyUnsupported));
     }
 
     #[test]

@@ -2,19 +2,20 @@
 //! tier, limits, freshness and replay; create the request (or return the
 //! same one for the same message).
 
-use openssl::hash::MessageDigest;
-use openssl::sign::Verifier;
+use crate::problem::Problem;
 use std::sync::Arc;
 
-use crate::keycache::{self, CachedKey};
-use serde_json::json;
+use openssl::hash::MessageDigest;
+use openssl::sign::Verifier;
 
-use super::{b64url, ims_error, subject, verification_code, PENDING};
-use crate::app::App;
-use crate::audit::{self, Actor, NewEvent};
-use crate::error::{reject, DomainError, DomainResult};
+use super::{b64url, ims_error, subject, verification_code};
+use crate::app::Services;
+use crate::audit::{self, Actor, AuditEvent, NewEvent};
+use crate::error::{internal, reject, DomainError, DomainResult};
 use crate::ims::{ImsMessage, PartyId, PartyRole};
-use crate::party::{self, PartyRow};
+use crate::keycache::{self, CachedKey};
+use crate::states::{CertStatus, PartyKind, RequestStatus};
+use crate::store::parties::{self, PartyRow};
 use crate::store::requests::{self, RequestRow};
 use crate::store::subscribers::{self, SubscriberRow};
 use crate::store::DbConn;
@@ -36,35 +37,33 @@ fn verify_party(key: &CachedKey, msg: &[u8], sig: &[u8]) -> bool {
 
 /// A registered party of `kind` that may take part now, and its key.
 fn usable_party(
-    app: &App,
+    svc: &Services,
     conn: &mut DbConn,
     id: &str,
-    kind: &str,
+    kind: PartyKind,
     now: i64,
 ) -> DomainResult<(PartyRow, Arc<CachedKey>)> {
-    let p = party::get(conn, id)?
+    let p = parties::get(conn, id)?
         .filter(|p| p.kind == kind)
         .ok_or_else(|| {
             reject(
-                "ims.unknown_party",
+                Problem::ImsUnknownParty,
                 format!("{id} is not a registered {kind}"),
             )
         })?;
-    if p.status != "active" {
-        return Err(reject("ims.unknown_party", format!("{id} is {}", p.status)));
+    if p.status != CertStatus::Active {
+        return Err(reject(
+            Problem::ImsUnknownParty,
+            format!("{id} is {}", p.status),
+        ));
     }
-    let key = app
+    let key = svc
         .keys
         .get_or_load(&p.fingerprint, || keycache::from_cert_pem(&p.cert_pem))
-        .map_err(|_| {
-            reject(
-                "internal",
-                format!("stored certificate of {id} is unreadable"),
-            )
-        })?;
+        .map_err(|_| internal(format!("stored certificate of {id} is unreadable")))?;
     if now < key.not_before || now > key.not_after {
         return Err(reject(
-            "ims.unknown_party",
+            Problem::ImsUnknownParty,
             format!("the certificate of {id} is not valid now"),
         ));
     }
@@ -79,7 +78,7 @@ fn payer(conn: &mut DbConn, from: &PartyId) -> DomainResult<SubscriberRow> {
     };
     found.ok_or_else(|| {
         reject(
-            "subscriber.not_found",
+            Problem::SubscriberNotFound,
             "the payer is not a registered subscriber",
         )
     })
@@ -93,37 +92,36 @@ fn replay_key(m: &ImsMessage, m_bytes: &[u8]) -> String {
     }
 }
 
+/// `POST /v1/fsp/messages`. A resubmission of the same message answers with
+/// the request as it is now (see [`super::views::SubmitView`]). Every
+/// refusal is audited as `request.rejected` with its code.
 pub fn submit(
-    app: &App,
+    svc: &Services,
     fsp_party: Option<&str>,
     actor: &Actor,
     body: &[u8],
 ) -> DomainResult<Submitted> {
-    match submit_inner(app, fsp_party, actor, body) {
-        // A resubmission answers with the request as it is now: one past its
-        // expiry is `expired` (as `GET /v1/fsp/requests/{id}` would say), not
-        // the stale `pending_authorization` of the stored row.
-        Ok(mut same) if !same.created => {
-            same.request.status = super::expire_if_overdue(app, &same.request)?;
-            Ok(same)
-        }
+    match submit_inner(svc, fsp_party, actor, body) {
         Err(DomainError::Rejected {
-            code,
+            problem,
             detail,
             attempts_left,
         }) => {
-            let now = app.clock.now();
-            let ev = NewEvent::new(
+            let now = svc.clock.now();
+            let ev = NewEvent::of(
                 actor,
-                "request.rejected",
                 None,
-                json!({ "problem": code, "reason": detail.chars().take(200).collect::<String>(), "fsp": fsp_party }),
+                AuditEvent::RequestRejected {
+                    problem: problem.code(),
+                    reason: detail.chars().take(200).collect(),
+                    fsp: fsp_party.map(str::to_string),
+                },
             );
-            if let Err(e) = app.store.write(|c| audit::append(c, now, ev)) {
+            if let Err(e) = svc.store.write(|c| audit::append(c, now, ev)) {
                 tracing::error!(error = %e, "cannot audit a rejected submission");
             }
             Err(DomainError::Rejected {
-                code,
+                problem,
                 detail,
                 attempts_left,
             })
@@ -133,28 +131,31 @@ pub fn submit(
 }
 
 fn submit_inner(
-    app: &App,
+    svc: &Services,
     fsp_party: Option<&str>,
     actor: &Actor,
     body: &[u8],
 ) -> DomainResult<Submitted> {
-    let now = app.clock.now();
+    let now = svc.clock.now();
     let t = now.unix_timestamp();
     let m = ImsMessage::parse(body).map_err(ims_error)?;
     if m.from_sign.is_some() {
         return Err(reject(
-            "ims.malformed",
+            Problem::ImsMalformed,
             "from/sign must be empty: tmcs adds it",
         ));
     }
     let (Some(s_m), Some(s_f)) = (m.to_sign.clone(), m.fsp_sign.clone()) else {
-        return Err(reject("ims.malformed", "to/sign and FSPsign are required"));
+        return Err(reject(
+            Problem::ImsMalformed,
+            "to/sign and FSPsign are required",
+        ));
     };
-    let policy = &app.policy;
+    let policy = &svc.policy;
     let tier = policy.tier(&m.amount)?;
     if tier != m.tier {
         return Err(reject(
-            "ims.tier_mismatch",
+            Problem::ImsTierMismatch,
             format!(
                 "an amount of {} is tier {}, not {}",
                 m.amount,
@@ -166,14 +167,14 @@ fn submit_inner(
     let limits = policy.limits(&m.amount)?;
     if m.amount.minor() > limits.per_payment_max {
         return Err(reject(
-            "limit.exceeded",
+            Problem::LimitExceeded,
             "the amount is above the per-payment limit",
         ));
     }
     let skew = (t - m.timestamp.unix_timestamp()).abs();
     if skew > policy.max_clock_skew_seconds {
         return Err(reject(
-            "ims.stale",
+            Problem::ImsStale,
             format!(
                 "the timestamp is {skew} s from now (at most {} s allowed)",
                 policy.max_clock_skew_seconds
@@ -182,7 +183,7 @@ fn submit_inner(
     }
     let Some(fsp_id) = fsp_party else {
         return Err(reject(
-            "auth.forbidden",
+            Problem::AuthForbidden,
             "this FSP client is not bound to a registered FSP party",
         ));
     };
@@ -191,14 +192,17 @@ fn submit_inner(
     let merchant_id = m.to.to_string();
     let p2p = m.to.role() != Some(PartyRole::Merchant);
     if p2p && m.to == m.from {
-        return Err(reject("ims.unknown_party", "payer and payee are the same"));
+        return Err(reject(
+            Problem::ImsUnknownParty,
+            "payer and payee are the same",
+        ));
     }
-    let (merchant, fsp) = app.store.read(|c| -> DomainResult<_> {
-        let fsp = usable_party(app, c, fsp_id, "fsp", t)?;
+    let (merchant, fsp) = svc.store.read(|c| -> DomainResult<_> {
+        let fsp = usable_party(svc, c, fsp_id, PartyKind::Fsp, t)?;
         let payee = if p2p {
             fsp.clone()
         } else {
-            usable_party(app, c, &merchant_id, "merchant", t)?
+            usable_party(svc, c, &merchant_id, PartyKind::Merchant, t)?
         };
         Ok((payee, fsp))
     })?;
@@ -207,7 +211,7 @@ fn submit_inner(
     let c_bytes = m.canonical_c().map_err(ims_error)?;
     if !verify_party(&merchant.1, &m_bytes, &s_m) {
         return Err(reject(
-            "ims.bad_signature",
+            Problem::ImsBadSignature,
             if p2p {
                 "to/sign does not verify over M with the calling FSP's certificate (P2P)"
             } else {
@@ -217,7 +221,7 @@ fn submit_inner(
     }
     if !verify_party(&fsp.1, &f_bytes, &s_f) {
         return Err(reject(
-            "ims.bad_signature",
+            Problem::ImsBadSignature,
             "FSPsign does not verify over F with the calling FSP's certificate",
         ));
     }
@@ -231,19 +235,19 @@ fn submit_inner(
                 created: false,
             })),
             Some(_) => Err(reject(
-                "ims.replay",
+                Problem::ImsReplay,
                 "another message with this reference (or M) was already submitted",
             )),
             None => Ok(None),
         }
     };
-    if let Some(same) = app.store.read(|c| existing(c))? {
+    if let Some(same) = svc.store.read(|c| existing(c))? {
         return Ok(same);
     }
 
-    let payer_row = app.store.read(|c| payer(c, &m.from))?;
+    let payer_row = svc.store.read(|c| payer(c, &m.from))?;
     let mut nonce = [0u8; 16];
-    openssl::rand::rand_bytes(&mut nonce).map_err(|e| reject("internal", e.to_string()))?;
+    openssl::rand::rand_bytes(&mut nonce).map_err(|e| internal(e.to_string()))?;
     let day = now.date().to_string();
     let row = RequestRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -258,51 +262,64 @@ fn submit_inner(
         tier: tier.as_str().into(),
         currency: m.amount.currency().code().into(),
         amount_minor: i64::try_from(m.amount.minor())
-            .map_err(|_| reject("limit.exceeded", "amount too large"))?,
+            .map_err(|_| reject(Problem::LimitExceeded, "amount too large"))?,
         limit_day: day.clone(),
         ims_xml: m.to_xml(),
         signed_xml: None,
         signature_b64: None,
-        status: PENDING.into(),
+        status: RequestStatus::PendingAuthorization,
         error_code: None,
         created_at: t,
         expires_at: t + policy.request_ttl_seconds,
         updated_at: t,
         signed_at: None,
     };
-    let result = app.store.write(|c| -> DomainResult<Submitted> {
-        // One submission per payer at a time: the daily sum stays true.
-        subscribers::lock(c, &payer_row.id)?;
+    let max = svc.pins.settings.max_attempts;
+    let result = svc.store.write(|c| -> DomainResult<Submitted> {
         if let Some(same) = existing(c)? {
             return Ok(same);
         }
-        subscriber::signing_key(c, &payer_row.id, now)?;
+        // The one signer check; its row lock makes submissions of one payer
+        // take turns, so the daily sum stays true.
+        subscriber::lock_signer(c, &payer_row.id, max, now)?;
         let spent = requests::day_total(c, &payer_row.id, &row.currency, &day)?;
         let daily = i64::try_from(limits.daily_max).unwrap_or(i64::MAX);
         if spent.saturating_add(row.amount_minor) > daily {
-            return Err(reject("limit.exceeded", "the payer's daily limit would be exceeded"));
+            return Err(reject(
+                Problem::LimitExceeded,
+                "the payer's daily limit would be exceeded",
+            ));
         }
         requests::insert(c, &row)?;
         audit::append(
             c,
             now,
-            NewEvent::new(
+            NewEvent::of(
                 actor,
-                "request.received",
-                Some(subject(&row.id)),
-                json!({ "fsp": fsp_id, "merchant": merchant_id, "payer": subscriber::subject(&payer_row.id),
-                        "amount": m.amount.to_string(), "tier": row.tier, "ref": m.reference.as_ref().map(|r| r.to_string()),
-                        "dtbs_sha256": row.dtbs_sha256, "expires_at": super::ts(row.expires_at) }),
+                subject(&row.id),
+                AuditEvent::RequestReceived {
+                    fsp: fsp_id.to_string(),
+                    merchant: merchant_id.clone(),
+                    payer: subscriber::subject(&payer_row.id),
+                    amount: m.amount.to_string(),
+                    tier: row.tier.clone(),
+                    reference: m.reference.as_ref().map(|r| r.to_string()),
+                    dtbs_sha256: row.dtbs_sha256.clone(),
+                    expires_at: crate::clock::rfc3339_unix(row.expires_at),
+                },
             ),
         )?;
-        Ok(Submitted { request: row.clone(), created: true })
+        Ok(Submitted {
+            request: row.clone(),
+            created: true,
+        })
     });
     match result {
         // Lost a race to an identical insert: answer like a resubmission.
         Err(DomainError::Store(e)) if e.is_unique_violation() => {
-            app.store.read(|c| existing(c))?.ok_or_else(|| {
+            svc.store.read(|c| existing(c))?.ok_or_else(|| {
                 reject(
-                    "ims.replay",
+                    Problem::ImsReplay,
                     "another message with this reference was submitted",
                 )
             })

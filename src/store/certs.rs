@@ -4,7 +4,8 @@
 use diesel::prelude::*;
 
 use super::schema::{certificates, pki_current};
-use super::{DbConn, DbResult};
+use super::{first_for_update, DbConn, DbResult, Locked};
+use crate::states::CertStatus;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = certificates)]
@@ -21,7 +22,8 @@ pub struct CertRow {
     pub fingerprint: String,
     pub not_before: i64,
     pub not_after: i64,
-    pub status: String,
+    #[diesel(deserialize_as = String, serialize_as = String)]
+    pub status: CertStatus,
     pub revocation_reason: Option<String>,
     pub revoked_at: Option<i64>,
     pub superseded_by: Option<String>,
@@ -30,7 +32,7 @@ pub struct CertRow {
 
 pub fn insert(conn: &mut DbConn, row: &CertRow) -> DbResult<()> {
     diesel::insert_into(certificates::table)
-        .values(row)
+        .values(row.clone())
         .execute(conn)?;
     Ok(())
 }
@@ -41,6 +43,18 @@ pub fn get(conn: &mut DbConn, serial: &str) -> DbResult<Option<CertRow>> {
         .select(CertRow::as_select())
         .first(conn)
         .optional()?)
+}
+
+/// Reads certificate `serial` and locks its row for the rest of the write
+/// transaction (call inside `Store::write`).
+pub fn lock(conn: &mut DbConn, serial: &str) -> DbResult<Option<Locked<CertRow>>> {
+    Ok(first_for_update!(
+        conn,
+        certificates::table
+            .find(serial.to_string())
+            .select(CertRow::as_select())
+    )?
+    .map(Locked::new))
 }
 
 pub fn by_fingerprint(conn: &mut DbConn, fingerprint: &str) -> DbResult<Option<CertRow>> {
@@ -63,7 +77,10 @@ pub fn by_owner(conn: &mut DbConn, owner: &str) -> DbResult<Vec<CertRow>> {
 pub fn listed_on_crl(conn: &mut DbConn, issuer: &str) -> DbResult<Vec<CertRow>> {
     Ok(certificates::table
         .filter(certificates::issuer.eq(issuer))
-        .filter(certificates::status.eq_any(["revoked", "suspended"]))
+        .filter(
+            certificates::status
+                .eq_any([CertStatus::Revoked.as_str(), CertStatus::Suspended.as_str()]),
+        )
         .order(certificates::serial.asc())
         .select(CertRow::as_select())
         .load(conn)?)
@@ -96,13 +113,13 @@ pub fn set_current(conn: &mut DbConn, name: &str, serial: &str) -> DbResult<()> 
 pub fn set_status(
     conn: &mut DbConn,
     serial: &str,
-    status: &str,
+    status: CertStatus,
     reason: Option<&str>,
     revoked_at: Option<i64>,
 ) -> DbResult<usize> {
     let n = diesel::update(certificates::table.find(serial))
         .set((
-            certificates::status.eq(status),
+            certificates::status.eq(status.as_str()),
             certificates::revocation_reason.eq(reason),
             certificates::revoked_at.eq(revoked_at),
         ))
@@ -116,7 +133,7 @@ pub fn set_status(
 /// Active certificates whose notAfter has passed (at most `limit`).
 pub fn past_not_after(conn: &mut DbConn, now: i64, limit: i64) -> DbResult<Vec<CertRow>> {
     Ok(certificates::table
-        .filter(certificates::status.eq("active"))
+        .filter(certificates::status.eq(CertStatus::Active.as_str()))
         .filter(certificates::not_after.lt(now))
         .limit(limit)
         .select(CertRow::as_select())

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod clients;
 mod conn;
 pub mod keys;
+pub mod parties;
 pub mod replay;
 pub mod requests;
 pub mod revocation;
@@ -44,9 +45,32 @@ pub enum StoreError {
     BadUrl,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// A state change the lifecycle does not allow (a bug, never a write).
+    #[error("illegal state change: {0}")]
+    IllegalTransition(String),
 }
 
 impl StoreError {
+    /// An outage that may pass: no pooled connection, a lost connection, a
+    /// serialisation failure or a lock timeout.
+    pub fn is_transient(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(E::DatabaseError(
+                K::ClosedConnection | K::SerializationFailure | K::UnableToSendCommand,
+                _,
+            )) => true,
+            // SQLite: the write lock stayed busy past busy_timeout.
+            StoreError::Db(E::DatabaseError(_, info)) => {
+                let m = info.message();
+                m.contains("database is locked") || m.contains("database is busy")
+            }
+            StoreError::Db(E::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+
     /// True for a unique-constraint violation (someone else inserted first).
     pub fn is_unique_violation(&self) -> bool {
         matches!(
@@ -60,6 +84,50 @@ impl StoreError {
 }
 
 pub type DbResult<T> = Result<T, StoreError>;
+
+/// A row read with its lock held for the rest of the write transaction
+/// (`SELECT … FOR UPDATE` on PostgreSQL; on SQLite every [`Store::write`]
+/// holds the database write lock from its first statement). Only the
+/// repositories' `lock_*` functions make one, and only a locked row may be
+/// written back whole: no read-modify-write from an unlocked read.
+#[derive(Debug, Clone)]
+pub struct Locked<T>(T);
+
+impl<T> Locked<T> {
+    pub(crate) fn new(row: T) -> Locked<T> {
+        Locked(row)
+    }
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Locked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Locked<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+/// Runs a row query with `FOR UPDATE` on PostgreSQL, plainly on SQLite
+/// (whose write transactions are already serialised by the write lock).
+macro_rules! first_for_update {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            $crate::store::DbConn::Pg(c) => {
+                diesel::RunQueryDsl::first($query.for_update(), c).optional()
+            }
+            $crate::store::DbConn::Sqlite(c) => diesel::RunQueryDsl::first($query, c).optional(),
+        }
+    };
+}
+pub(crate) use first_for_update;
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {

@@ -1,9 +1,14 @@
-//! Signing requests.
+//! Signing requests. Every status change goes through [`transition`] (or
+//! one of its named forms), which refuses a change that is not in
+//! [`RequestStatus::TRANSITIONS`] and applies an allowed one only if the row
+//! is still in the `from` status: a conditional per-field update, so
+//! concurrent callers on several nodes cannot both make it.
 
 use diesel::prelude::*;
 
 use super::schema::requests;
-use super::{DbConn, DbResult};
+use super::{DbConn, DbResult, StoreError};
+use crate::states::RequestStatus;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = requests)]
@@ -13,6 +18,8 @@ pub struct RequestRow {
     pub fsp_party: String,
     pub merchant_party: String,
     pub replay_key: String,
+    /// Hex SHA-256 of `C`, the one digest of the request: the PIN block is
+    /// bound to it (as `dtbs_sha256`, base64url) and the HSM signs it.
     pub c_sha256: String,
     pub dtbs_sha256: String,
     pub nonce: String,
@@ -24,12 +31,20 @@ pub struct RequestRow {
     pub ims_xml: String,
     pub signed_xml: Option<String>,
     pub signature_b64: Option<String>,
-    pub status: String,
+    #[diesel(deserialize_as = String, serialize_as = String)]
+    pub status: RequestStatus,
     pub error_code: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub updated_at: i64,
     pub signed_at: Option<i64>,
+}
+
+impl RequestRow {
+    /// The status a reader reports at `now` (see [`RequestStatus::seen_at`]).
+    pub fn seen_at(&self, now: i64) -> RequestStatus {
+        self.status.seen_at(self.expires_at, now)
+    }
 }
 
 pub fn get(conn: &mut DbConn, id: &str) -> DbResult<Option<RequestRow>> {
@@ -49,21 +64,22 @@ pub fn by_replay_key(conn: &mut DbConn, key: &str) -> DbResult<Option<RequestRow
 }
 
 pub fn insert(conn: &mut DbConn, row: &RequestRow) -> DbResult<()> {
+    if row.status != RequestStatus::PendingAuthorization {
+        return Err(StoreError::IllegalTransition(format!(
+            "a request starts {}, not {}",
+            RequestStatus::PendingAuthorization,
+            row.status
+        )));
+    }
     diesel::insert_into(requests::table)
-        .values(row)
+        .values(row.clone())
         .execute(conn)?;
     Ok(())
 }
 
-/// Statuses that count against the payer's limits (not declined, expired,
-/// failed or rolled back).
-pub const COUNTING: [&str; 5] = [
-    "pending_authorization",
-    "signing",
-    "signed",
-    "relayed",
-    "settled",
-];
+fn texts(v: &[RequestStatus]) -> Vec<&'static str> {
+    v.iter().map(|s| s.as_str()).collect()
+}
 
 /// Sum of the payer's counting requests in `currency` on `day`.
 pub fn day_total(
@@ -76,7 +92,7 @@ pub fn day_total(
         .filter(requests::subscriber_id.eq(subscriber_id))
         .filter(requests::currency.eq(currency))
         .filter(requests::limit_day.eq(day))
-        .filter(requests::status.eq_any(COUNTING))
+        .filter(requests::status.eq_any(texts(RequestStatus::COUNTING)))
         .select(requests::amount_minor)
         .load(conn)?;
     Ok(amounts.iter().fold(0i64, |a, b| a.saturating_add(*b)))
@@ -86,7 +102,7 @@ pub fn day_total(
 pub fn pending_for(conn: &mut DbConn, subscriber_id: &str, now: i64) -> DbResult<Vec<RequestRow>> {
     Ok(requests::table
         .filter(requests::subscriber_id.eq(subscriber_id))
-        .filter(requests::status.eq("pending_authorization"))
+        .filter(requests::status.eq(RequestStatus::PendingAuthorization.as_str()))
         .filter(requests::expires_at.ge(now))
         .order(requests::created_at.asc())
         .limit(50)
@@ -94,29 +110,88 @@ pub fn pending_for(conn: &mut DbConn, subscriber_id: &str, now: i64) -> DbResult
         .load(conn)?)
 }
 
-/// Conditional status change; returns whether this caller made it.
-pub fn transition(conn: &mut DbConn, id: &str, from: &str, to: &str, now: i64) -> DbResult<bool> {
-    let n = diesel::update(
-        requests::table
-            .filter(requests::id.eq(id))
-            .filter(requests::status.eq(from)),
-    )
-    .set((requests::status.eq(to), requests::updated_at.eq(now)))
-    .execute(conn)?;
+/// What a transition also writes.
+#[derive(Debug, Default)]
+pub struct Effects<'a> {
+    /// Only while unexpired at this time (the exactly-once claim).
+    pub unexpired_at: Option<i64>,
+    /// The signature and the signed iMS (`signing → signed`).
+    pub signature: Option<(&'a str, &'a str)>,
+    /// The error code (`→ failed`).
+    pub error_code: Option<&'a str>,
+}
+
+/// `from → to` if the row is still `from`; returns whether this caller made
+/// it. A change the lifecycle does not allow is an error, never a write.
+pub fn transition_with(
+    conn: &mut DbConn,
+    id: &str,
+    from: RequestStatus,
+    to: RequestStatus,
+    now: i64,
+    fx: Effects<'_>,
+) -> DbResult<bool> {
+    if !from.can_become(to) {
+        return Err(StoreError::IllegalTransition(format!(
+            "request {id}: {from} → {to}"
+        )));
+    }
+    let target = requests::table
+        .filter(requests::id.eq(id))
+        .filter(requests::status.eq(from.as_str()))
+        .filter(requests::expires_at.ge(fx.unexpired_at.unwrap_or(i64::MIN)));
+    let n = match (fx.signature, fx.error_code) {
+        (Some((sig, xml)), _) => diesel::update(target)
+            .set((
+                requests::status.eq(to.as_str()),
+                requests::updated_at.eq(now),
+                requests::signature_b64.eq(sig),
+                requests::signed_xml.eq(xml),
+                requests::signed_at.eq(now),
+            ))
+            .execute(conn)?,
+        (None, Some(code)) => diesel::update(target)
+            .set((
+                requests::status.eq(to.as_str()),
+                requests::updated_at.eq(now),
+                requests::error_code.eq(code),
+            ))
+            .execute(conn)?,
+        (None, None) => diesel::update(target)
+            .set((
+                requests::status.eq(to.as_str()),
+                requests::updated_at.eq(now),
+            ))
+            .execute(conn)?,
+    };
     Ok(n == 1)
 }
 
-/// `pending → signing` while still unexpired: the exactly-once claim.
+/// `from → to` with nothing else written.
+pub fn transition(
+    conn: &mut DbConn,
+    id: &str,
+    from: RequestStatus,
+    to: RequestStatus,
+    now: i64,
+) -> DbResult<bool> {
+    transition_with(conn, id, from, to, now, Effects::default())
+}
+
+/// `pending_authorization → signing` while still unexpired: the
+/// exactly-once claim.
 pub fn claim(conn: &mut DbConn, id: &str, now: i64) -> DbResult<bool> {
-    let n = diesel::update(
-        requests::table
-            .filter(requests::id.eq(id))
-            .filter(requests::status.eq("pending_authorization"))
-            .filter(requests::expires_at.ge(now)),
+    transition_with(
+        conn,
+        id,
+        RequestStatus::PendingAuthorization,
+        RequestStatus::Signing,
+        now,
+        Effects {
+            unexpired_at: Some(now),
+            ..Effects::default()
+        },
     )
-    .set((requests::status.eq("signing"), requests::updated_at.eq(now)))
-    .execute(conn)?;
-    Ok(n == 1)
 }
 
 /// Stores the signature of a claimed request (`signing → signed`).
@@ -127,43 +202,47 @@ pub fn store_signature(
     signed_xml: &str,
     now: i64,
 ) -> DbResult<bool> {
-    let n = diesel::update(
-        requests::table
-            .filter(requests::id.eq(id))
-            .filter(requests::status.eq("signing")),
+    transition_with(
+        conn,
+        id,
+        RequestStatus::Signing,
+        RequestStatus::Signed,
+        now,
+        Effects {
+            signature: Some((signature_b64, signed_xml)),
+            ..Effects::default()
+        },
     )
-    .set((
-        requests::status.eq("signed"),
-        requests::signature_b64.eq(signature_b64),
-        requests::signed_xml.eq(signed_xml),
-        requests::signed_at.eq(now),
-        requests::updated_at.eq(now),
-    ))
-    .execute(conn)?;
-    Ok(n == 1)
 }
 
-pub fn fail(conn: &mut DbConn, id: &str, from: &str, code: &str, now: i64) -> DbResult<bool> {
-    let n = diesel::update(
-        requests::table
-            .filter(requests::id.eq(id))
-            .filter(requests::status.eq(from)),
+/// `from → failed` with an error code.
+pub fn fail(
+    conn: &mut DbConn,
+    id: &str,
+    from: RequestStatus,
+    code: &str,
+    now: i64,
+) -> DbResult<bool> {
+    transition_with(
+        conn,
+        id,
+        from,
+        RequestStatus::Failed,
+        now,
+        Effects {
+            error_code: Some(code),
+            ..Effects::default()
+        },
     )
-    .set((
-        requests::status.eq("failed"),
-        requests::error_code.eq(code),
-        requests::updated_at.eq(now),
-    ))
-    .execute(conn)?;
-    Ok(n == 1)
 }
 
-/// Ids of requests past their expiry that never got a signature.
-pub fn overdue(conn: &mut DbConn, now: i64, limit: i64) -> DbResult<Vec<(String, String)>> {
+/// Requests past their expiry that never got a signature (at most `limit`).
+pub fn overdue(conn: &mut DbConn, now: i64, limit: i64) -> DbResult<Vec<RequestRow>> {
     Ok(requests::table
-        .filter(requests::status.eq_any(["pending_authorization", "signing"]))
+        .filter(requests::status.eq_any(texts(RequestStatus::AWAITING)))
         .filter(requests::expires_at.lt(now))
-        .select((requests::id, requests::status))
+        .order(requests::expires_at.asc())
         .limit(limit)
+        .select(RequestRow::as_select())
         .load(conn)?)
 }

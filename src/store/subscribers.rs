@@ -3,7 +3,8 @@
 use diesel::prelude::*;
 
 use super::schema::subscribers;
-use super::{DbConn, DbResult};
+use super::{first_for_update, DbConn, DbResult, Locked};
+use crate::states::SubscriberState;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = subscribers, treat_none_as_null = true)]
@@ -13,8 +14,8 @@ pub struct SubscriberRow {
     pub pseudonym: String,
     pub display_name: String,
     pub kyc_ref: String,
-    /// pending_activation | active | blocked | archived
-    pub state: String,
+    #[diesel(deserialize_as = String, serialize_as = String)]
+    pub state: SubscriberState,
     /// Hex HMAC (pepper key) of the one-time activation code; never the code.
     pub activation_hash: Option<String>,
     pub activation_expires_at: Option<i64>,
@@ -50,21 +51,6 @@ pub fn by_id(conn: &mut DbConn, id: &str) -> DbResult<Option<SubscriberRow>> {
         .optional()?)
 }
 
-pub fn insert(conn: &mut DbConn, row: &SubscriberRow) -> DbResult<()> {
-    diesel::insert_into(subscribers::table)
-        .values(row)
-        .execute(conn)?;
-    Ok(())
-}
-
-/// Writes every column of `row`.
-pub fn save(conn: &mut DbConn, row: &SubscriberRow) -> DbResult<()> {
-    diesel::update(subscribers::table.find(&row.id))
-        .set(row)
-        .execute(conn)?;
-    Ok(())
-}
-
 pub fn by_alias(conn: &mut DbConn, alias: &str) -> DbResult<Option<SubscriberRow>> {
     Ok(subscribers::table
         .filter(subscribers::alias.eq(alias))
@@ -73,11 +59,41 @@ pub fn by_alias(conn: &mut DbConn, alias: &str) -> DbResult<Option<SubscriberRow
         .optional()?)
 }
 
-/// Takes this subscriber's row lock for the rest of the transaction
-/// (PostgreSQL; SQLite transactions are already serialised).
-pub fn lock(conn: &mut DbConn, id: &str) -> DbResult<()> {
-    diesel::update(subscribers::table.find(id))
-        .set(subscribers::updated_at.eq(subscribers::updated_at))
+/// Reads subscriber `id` and locks its row for the rest of the write
+/// transaction (call inside `Store::write`).
+pub fn lock_by_id(conn: &mut DbConn, id: &str) -> DbResult<Option<Locked<SubscriberRow>>> {
+    Ok(first_for_update!(
+        conn,
+        subscribers::table
+            .find(id.to_string())
+            .select(SubscriberRow::as_select())
+    )?
+    .map(Locked::new))
+}
+
+/// Same, by MSISDN.
+pub fn lock_by_msisdn(conn: &mut DbConn, msisdn: &str) -> DbResult<Option<Locked<SubscriberRow>>> {
+    Ok(first_for_update!(
+        conn,
+        subscribers::table
+            .filter(subscribers::msisdn.eq(msisdn.to_string()))
+            .select(SubscriberRow::as_select())
+    )?
+    .map(Locked::new))
+}
+
+pub fn insert(conn: &mut DbConn, row: &SubscriberRow) -> DbResult<()> {
+    diesel::insert_into(subscribers::table)
+        .values(row.clone())
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Writes every column of a row read with its lock.
+pub fn save(conn: &mut DbConn, row: &Locked<SubscriberRow>) -> DbResult<()> {
+    let r: &SubscriberRow = row;
+    diesel::update(subscribers::table.find(&r.id))
+        .set(r.clone())
         .execute(conn)?;
     Ok(())
 }

@@ -4,20 +4,19 @@
 //! stores the device key and the PIN verifier and, unless the subscriber
 //! still has a usable key, generates one in the HSM and issues its certificate.
 
+use crate::problem::Problem;
 use serde::Deserialize;
-use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::pin::{check_in_tx, Check};
-use super::{
-    activation_hash, load, new_key_and_cert, parse_device_key, pinblock, record_new_cert, subject,
-    ACTIVE, BLOCKED, PENDING,
-};
-use crate::app::App;
-use crate::audit::{self, Actor, NewEvent};
-use crate::error::{reject, reject_with_attempts, DomainResult};
+use super::renewal::{new_key_and_cert, record_new_cert};
+use super::{activation_hash, pinblock, subject, SubscriberState};
+use crate::app::Services;
+use crate::audit::{self, Actor, AuditEvent, BlockedBy, NewEvent};
+use crate::error::{internal, reject, reject_with_attempts, DomainResult};
 use crate::hsm::GeneratedKey;
 use crate::pki::CertInfo;
+use crate::states::CertStatus;
 use crate::store::{certs, subscribers};
 
 #[derive(Deserialize)]
@@ -37,10 +36,38 @@ impl std::fmt::Debug for ActivateRequest {
     }
 }
 
+/// `200` of `POST /v1/handset/activate`.
+#[derive(Debug, serde::Serialize)]
 pub struct Activated {
     pub certificate: String,
     pub chain: String,
     pub serial: String,
+}
+
+/// Decodes and checks a device public key (base64 SPKI DER, P-256).
+pub fn parse_device_key(b64: &str) -> DomainResult<Vec<u8>> {
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| reject(Problem::RequestInvalid, "device_public_key is not base64"))?;
+    let key = openssl::pkey::PKey::public_key_from_der(&der).map_err(|_| {
+        reject(
+            Problem::RequestInvalid,
+            "device_public_key is not a SubjectPublicKeyInfo",
+        )
+    })?;
+    let ok = key
+        .ec_key()
+        .ok()
+        .and_then(|k| k.group().curve_name())
+        .is_some_and(|n| n == openssl::nid::Nid::X9_62_PRIME256V1);
+    if !ok {
+        return Err(reject(
+            Problem::RequestInvalid,
+            "device_public_key must be EC P-256",
+        ));
+    }
+    Ok(der)
 }
 
 enum Outcome {
@@ -49,19 +76,19 @@ enum Outcome {
     Blocked,
 }
 
-pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
-    let now = app.clock.now();
+pub fn activate(svc: &Services, req: ActivateRequest) -> DomainResult<Activated> {
+    let now = svc.clock.now();
     if !super::valid_msisdn(&req.msisdn) {
         return Err(reject(
-            "request.invalid",
+            Problem::RequestInvalid,
             "msisdn must be E.164: + and 8-15 digits",
         ));
     }
     let device = parse_device_key(&req.device_public_key)?;
     let plain = pinblock::open(
-        &app.hsm,
-        &app.pki.keys.transport,
-        &app.pki.transport.point,
+        svc.custody.as_ref(),
+        &svc.pki.keys.transport,
+        &svc.pki.transport.point,
         &req.pin_block,
     )?;
     let p = pinblock::parse_activate(&plain)?;
@@ -69,24 +96,24 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         || !super::pin::ct_eq(p.code.as_bytes(), req.activation_code.as_bytes())
     {
         return Err(reject(
-            "pinblock.invalid",
+            Problem::PinblockInvalid,
             "the PIN block is not bound to this msisdn and activation code",
         ));
     }
-    app.pins.check_rules(&p.pin)?;
+    svc.pins.check_rules(&p.pin)?;
 
-    let s = app.store.read(|c| subscribers::by_msisdn(c, &req.msisdn))?;
+    let s = svc.store.read(|c| subscribers::by_msisdn(c, &req.msisdn))?;
     let s = match s {
-        Some(s) if s.state == PENDING => s,
-        Some(s) if s.state == BLOCKED => {
+        Some(s) if s.state == SubscriberState::PendingActivation => s,
+        Some(s) if s.state == SubscriberState::Blocked => {
             return Err(reject(
-                "subscriber.blocked",
+                Problem::SubscriberBlocked,
                 "the subscriber is blocked; ask the operator",
             ))
         }
         _ => {
             return Err(reject(
-                "activation.not_pending",
+                Problem::ActivationNotPending,
                 "no activation is pending for this MSISDN",
             ))
         }
@@ -95,7 +122,7 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         .is_none_or(|t| now.unix_timestamp() > t)
     {
         return Err(reject(
-            "activation.expired",
+            Problem::ActivationExpired,
             "the activation code has expired; ask the operator for a new one",
         ));
     }
@@ -103,27 +130,28 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
     // Work that does not depend on the outcome, before the transaction: the
     // code's keyed hash and the PIN verifier. The key and certificate are
     // made inside it, only once the code is known to be right.
-    let candidate = activation_hash(app, &s.id, &p.code)?;
+    let candidate = activation_hash(svc, &s.id, &p.code)?;
     let mut salt = [0u8; 16];
-    openssl::rand::rand_bytes(&mut salt).map_err(|e| reject("internal", e.to_string()))?;
-    let verifier = app.pins.verifier(&app.hsm, &salt, &p.pin)?;
+    openssl::rand::rand_bytes(&mut salt).map_err(|e| internal(e.to_string()))?;
+    let verifier = svc.pins.verifier(svc.custody.as_ref(), &salt, &p.pin)?;
 
     let actor = Actor::Subscriber(s.id.clone());
-    let max = app.cfg.file.pin.max_attempts;
+    let max = svc.pins.settings.max_attempts;
     let device_b64 = req.device_public_key.trim().to_string();
     // A key made inside the transaction, to destroy if it does not commit.
     let mut fresh: Option<(GeneratedKey, CertInfo)> = None;
-    let result = app.store.write(|c| -> DomainResult<Outcome> {
+    let result = svc.store.write(|c| -> DomainResult<Outcome> {
+        let locked = subscribers::lock_by_id(c, &s.id)?;
         let check = check_in_tx(
             c,
             &s.id,
-            PENDING,
+            SubscriberState::PendingActivation,
             max,
             &candidate,
-            |c| {
-                let cur = subscribers::by_id(c, &s.id)?;
-                Ok(cur
-                    .and_then(|r| r.activation_hash)
+            |_| {
+                Ok(locked
+                    .as_ref()
+                    .and_then(|r| r.activation_hash.as_deref())
                     .and_then(|h| hex::decode(h).ok()))
             },
             now.unix_timestamp(),
@@ -131,18 +159,21 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         match check {
             Check::Blocked => return Ok(Outcome::Blocked),
             Check::Wrong { left } => {
-                let mut events = vec![NewEvent::new(
+                let mut events = vec![NewEvent::of(
                     &actor,
-                    "subscriber.activation_failed",
-                    Some(subject(&s.id)),
-                    json!({ "attempts_left": left }),
+                    subject(&s.id),
+                    AuditEvent::SubscriberActivationFailed {
+                        attempts_left: left,
+                    },
                 )];
                 if left == 0 {
-                    events.push(NewEvent::new(
+                    events.push(NewEvent::of(
                         &Actor::System,
-                        "subscriber.blocked",
-                        Some(subject(&s.id)),
-                        json!({ "by": "attempt_limit", "max_attempts": max }),
+                        subject(&s.id),
+                        AuditEvent::SubscriberBlocked {
+                            by: BlockedBy::AttemptLimit,
+                            max_attempts: Some(max),
+                        },
                     ));
                 }
                 audit::append_all(c, now, events)?;
@@ -150,15 +181,17 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
             }
             Check::Correct => {}
         }
-        let mut cur = load(c, &req.msisdn)?;
+        let Some(mut cur) = locked else {
+            return Err(internal("the subscriber vanished during activation"));
+        };
         let mut events = Vec::new();
         // Keep a still-active key (re-activation after unblock); else make one.
         let keep_current = match &cur.cert_serial {
-            Some(serial) => certs::get(c, serial)?.is_some_and(|r| r.status == "active"),
+            Some(serial) => certs::get(c, serial)?.is_some_and(|r| r.status == CertStatus::Active),
             None => false,
         };
         if !keep_current {
-            fresh = Some(new_key_and_cert(app, &cur, now)?);
+            fresh = Some(new_key_and_cert(svc, &cur, now)?);
         }
         if let Some((key, cert)) = &fresh {
             events.extend(record_new_cert(c, &actor, &cur, key, cert, now)?);
@@ -168,11 +201,11 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         let serial = cur
             .cert_serial
             .clone()
-            .ok_or_else(|| reject("internal", "activated subscriber without certificate"))?;
+            .ok_or_else(|| internal("activated subscriber without certificate"))?;
         let pem = certs::get(c, &serial)?
             .map(|r| r.pem)
-            .ok_or_else(|| reject("internal", "certificate row missing"))?;
-        cur.state = ACTIVE.into();
+            .ok_or_else(|| internal("certificate row missing"))?;
+        cur.state = SubscriberState::Active;
         cur.activation_hash = None;
         cur.activation_expires_at = None;
         cur.attempts = 0;
@@ -182,17 +215,19 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         cur.updated_at = now.unix_timestamp();
         subscribers::save(c, &cur)?;
         let fp = hex::encode(openssl::sha::sha256(&device));
-        events.push(NewEvent::new(
+        events.push(NewEvent::of(
             &actor,
-            "subscriber.activated",
-            Some(subject(&cur.id)),
-            json!({ "certificate": serial, "device_key_sha256": fp, "new_key": fresh.is_some() }),
+            subject(&cur.id),
+            AuditEvent::SubscriberActivated {
+                certificate: serial.clone(),
+                device_key_sha256: fp,
+                new_key: fresh.is_some(),
+            },
         ));
-        events.push(NewEvent::new(
+        events.push(NewEvent::of(
             &actor,
-            "pin.set",
-            Some(subject(&cur.id)),
-            json!({}),
+            subject(&cur.id),
+            AuditEvent::PinSet {},
         ));
         audit::append_all(c, now, events)?;
         Ok(Outcome::Done { serial, pem })
@@ -201,7 +236,7 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
         Ok(o) => o,
         Err(e) => {
             if let Some((key, _)) = &fresh {
-                let _ = app.hsm.destroy_key(&key.id);
+                let _ = svc.custody.destroy_key(&key.id);
             }
             return Err(e);
         }
@@ -209,11 +244,11 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
     match outcome {
         Outcome::Done { serial, pem } => Ok(Activated {
             certificate: pem,
-            chain: format!("{}{}", app.pki.issuing.info.pem, app.pki.root.info.pem),
+            chain: format!("{}{}", svc.pki.issuing.info.pem, svc.pki.root.info.pem),
             serial,
         }),
         Outcome::Wrong { left } => Err(reject_with_attempts(
-            "activation.bad_code",
+            Problem::ActivationBadCode,
             if left > 0 {
                 format!("wrong activation code; {left} attempts left")
             } else {
@@ -222,7 +257,7 @@ pub fn activate(app: &App, req: ActivateRequest) -> DomainResult<Activated> {
             left,
         )),
         Outcome::Blocked => Err(reject(
-            "subscriber.blocked",
+            Problem::SubscriberBlocked,
             "too many wrong activation codes; the subscriber is blocked",
         )),
     }

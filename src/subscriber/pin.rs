@@ -5,14 +5,16 @@
 //! The try counter is authoritative and moves in the same transaction as
 //! the comparison ([`check_in_tx`]).
 
+use crate::problem::Problem;
 use std::sync::{Condvar, Mutex};
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use diesel::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::{reject, DomainResult};
-use crate::hsm::{Hsm, KeyId};
+use crate::error::{internal, reject, DomainResult};
+use crate::hsm::{Custody, KeyId};
+use crate::states::SubscriberState;
 use crate::store::schema::subscribers;
 use crate::store::DbConn;
 
@@ -97,7 +99,16 @@ impl Argon2Slots {
     }
 }
 
-/// argon2id parameters and the pepper key.
+/// The PIN and activation-code settings the domain needs.
+#[derive(Debug, Clone)]
+pub struct PinSettings {
+    /// Wrong PINs (or activation codes) before the subscriber is blocked.
+    pub max_attempts: u32,
+    pub activation_code_digits: usize,
+    pub activation_ttl_hours: u64,
+}
+
+/// argon2id parameters, the pepper key and the PIN settings.
 #[derive(Debug)]
 pub struct PinHasher {
     pub params: Params,
@@ -105,6 +116,7 @@ pub struct PinHasher {
     pub slots: Argon2Slots,
     pub min_len: usize,
     pub max_len: usize,
+    pub settings: PinSettings,
     /// argon2 time per hash, waiting for a slot excluded.
     pub argon2_seconds: prometheus::Histogram,
     /// Time spent waiting for an argon2 slot.
@@ -146,6 +158,11 @@ impl PinHasher {
             ),
             min_len: cfg.min_length,
             max_len: cfg.max_length,
+            settings: PinSettings {
+                max_attempts: cfg.max_attempts,
+                activation_code_digits: cfg.activation_code_digits,
+                activation_ttl_hours: cfg.activation_ttl_hours,
+            },
             argon2_seconds: hist("tmcs_pin_argon2_seconds", "argon2id time per PIN hash")?,
             argon2_wait_seconds: hist(
                 "tmcs_pin_argon2_wait_seconds",
@@ -165,7 +182,7 @@ impl PinHasher {
     }
 
     /// The verifier of `pin` under `salt`.
-    pub fn verifier(&self, hsm: &Hsm, salt: &[u8], pin: &str) -> DomainResult<[u8; 32]> {
+    pub fn verifier(&self, hsm: &dyn Custody, salt: &[u8], pin: &str) -> DomainResult<[u8; 32]> {
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone());
         let mut hash = Zeroizing::new([0u8; 32]);
         let queued = std::time::Instant::now();
@@ -183,7 +200,7 @@ impl PinHasher {
                 self.argon2_seconds.observe(start.elapsed().as_secs_f64());
                 r
             })
-            .map_err(|e| reject("internal", format!("argon2: {e}")))?;
+            .map_err(|e| internal(format!("argon2: {e}")))?;
         let mut input = Vec::with_capacity(48);
         input.extend_from_slice(b"tmcs-pin-v1|");
         input.extend_from_slice(&hash[..]);
@@ -199,13 +216,13 @@ impl PinHasher {
             || !pin.bytes().all(|b| b.is_ascii_digit())
         {
             return Err(reject(
-                "pin.invalid",
+                Problem::PinInvalid,
                 format!("a PIN is {}-{} digits", self.min_len, self.max_len),
             ));
         }
         if is_trivial(pin) {
             return Err(reject(
-                "pin.trivial",
+                Problem::PinTrivial,
                 "the PIN is too easy to guess (repeated digits, a sequence or a common pattern)",
             ));
         }
@@ -272,7 +289,7 @@ pub enum Check {
 pub fn check_in_tx(
     conn: &mut DbConn,
     id: &str,
-    required_state: &str,
+    required_state: SubscriberState,
     max: u32,
     candidate: &[u8],
     stored: impl FnOnce(&mut DbConn) -> DomainResult<Option<Vec<u8>>>,
@@ -282,7 +299,7 @@ pub fn check_in_tx(
     let counted = diesel::update(
         subscribers::table
             .filter(subscribers::id.eq(id))
-            .filter(subscribers::state.eq(required_state))
+            .filter(subscribers::state.eq(required_state.as_str()))
             .filter(subscribers::attempts.lt(max_i)),
     )
     .set((
@@ -311,7 +328,7 @@ pub fn check_in_tx(
     let left = max_i.saturating_sub(attempts).max(0);
     if left == 0 {
         diesel::update(subscribers::table.find(id))
-            .set(subscribers::state.eq("blocked"))
+            .set(subscribers::state.eq(SubscriberState::Blocked.as_str()))
             .execute(conn)?;
     }
     Ok(Check::Wrong {
@@ -328,7 +345,7 @@ pub fn parse_pin_change(plain: &str, which: &str, msisdn: &str) -> DomainResult<
             Ok(Zeroizing::new((*pin).to_string()))
         }
         _ => Err(reject(
-            "pinblock.invalid",
+            Problem::PinblockInvalid,
             format!("not a {which} PIN block for this subscriber"),
         )),
     }
@@ -357,24 +374,24 @@ mod tests {
         let h = PinHasher::new(&cfg, KeyId::random().unwrap()).unwrap();
         assert!(h.check_rules("4826").is_ok());
         assert_eq!(
-            h.check_rules("123").unwrap_err().code(),
-            Some("pin.invalid")
+            h.check_rules("123").unwrap_err().problem(),
+            Some(Problem::PinInvalid)
         );
         assert_eq!(
-            h.check_rules("48a6").unwrap_err().code(),
-            Some("pin.invalid")
+            h.check_rules("48a6").unwrap_err().problem(),
+            Some(Problem::PinInvalid)
         );
         assert_eq!(
-            h.check_rules("4826482648264").unwrap_err().code(),
-            Some("pin.invalid")
+            h.check_rules("4826482648264").unwrap_err().problem(),
+            Some(Problem::PinInvalid)
         );
         assert_eq!(
-            h.check_rules("0000").unwrap_err().code(),
-            Some("pin.trivial")
+            h.check_rules("0000").unwrap_err().problem(),
+            Some(Problem::PinTrivial)
         );
         assert_eq!(
-            h.check_rules("1234").unwrap_err().code(),
-            Some("pin.trivial")
+            h.check_rules("1234").unwrap_err().problem(),
+            Some(Problem::PinTrivial)
         );
         // Errors never echo the PIN.
         assert!(!h

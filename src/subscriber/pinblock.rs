@@ -5,12 +5,13 @@
 //! `CT` = AES-256-GCM(K, N, plaintext, aad "tmcs-pinblock-v1") with the tag
 //! appended. Everything secret lives in zeroizing buffers.
 
+use crate::problem::Problem;
 use base64::Engine;
 use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use zeroize::Zeroizing;
 
 use crate::error::{reject, DomainError, DomainResult};
-use crate::hsm::{Hsm, HsmError, KeyId};
+use crate::hsm::{Custody, HsmError, KeyId};
 
 pub const INFO: &[u8] = b"tmcs-pinblock-v1";
 const E_LEN: usize = 65;
@@ -40,12 +41,12 @@ fn hkdf_sha256(
 }
 
 fn invalid(detail: &str) -> DomainError {
-    reject("pinblock.invalid", detail.to_string())
+    reject(Problem::PinblockInvalid, detail.to_string())
 }
 
 /// Decrypts a PIN block with the transport key in the HSM.
 pub fn open(
-    hsm: &Hsm,
+    hsm: &dyn Custody,
     transport_key: &KeyId,
     transport_point: &[u8],
     block_b64: &str,

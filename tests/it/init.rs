@@ -61,6 +61,7 @@ fn init_creates_everything_once(db: Db) {
         names::ISSUING_CA,
     ] {
         let row = app
+            .svc
             .store
             .read(|c| certs::current(c, name))
             .unwrap()
@@ -72,10 +73,10 @@ fn init_creates_everything_once(db: Db) {
     }
     // The server keys are on the token, sensitive and never extractable.
     for k in [
-        &app.pki.keys.root_ca,
-        &app.pki.keys.issuing_ca,
-        &app.pki.keys.transport,
-        &app.pki.keys.pin_pepper,
+        &app.svc.pki.keys.root_ca,
+        &app.svc.pki.keys.issuing_ca,
+        &app.svc.pki.keys.transport,
+        &app.svc.pki.keys.pin_pepper,
     ] {
         let a = app.hsm.key_attributes(k).unwrap();
         assert!(a.sensitive && a.never_extractable && !a.extractable);
@@ -94,6 +95,7 @@ fn init_creates_everything_once(db: Db) {
     );
     assert!(text.contains("TLS Web Server Authentication"));
     let ocsp = app
+        .svc
         .store
         .read(|c| certs::current(c, names::OCSP))
         .unwrap()
@@ -106,8 +108,8 @@ fn init_creates_everything_once(db: Db) {
         "{text}"
     );
     // And the audit chain with its checkpoint verifies.
-    let key = app.pki.audit_public_key().unwrap();
-    let report = tmcs::audit::verify_store(&app.store, &key, &[]).unwrap();
+    let key = app.svc.pki.audit_public_key().unwrap();
+    let report = tmcs::audit::verify_store(&app.svc.store, &key, &[]).unwrap();
     assert!(report.events >= 20 && report.checkpoints == 1, "{report:?}");
 }
 on_both_backends!(
@@ -121,7 +123,7 @@ fn init_refuses_a_key_missing_from_the_token(db: Db) {
     };
     env.init();
     let app = env.app();
-    app.hsm.destroy_key(&app.pki.keys.display).unwrap();
+    app.hsm.destroy_key(&app.svc.pki.keys.display).unwrap();
     drop(app);
     let err = tmcs::init::init(&env.cfg, env.clock.as_ref()).unwrap_err();
     assert!(err.to_string().contains("display"), "{err}");
@@ -149,11 +151,12 @@ fn lost_client_key_is_reissued_and_the_old_certificate_revoked(db: Db) {
     assert_ne!(new.serial_hex, old.serial_hex);
     let app = env.app();
     let old_row = app
+        .svc
         .store
         .read(|c| certs::get(c, &old.serial_hex))
         .unwrap()
         .unwrap();
-    assert_eq!(old_row.status, "revoked");
+    assert_eq!(old_row.status.as_str(), "revoked");
     assert_eq!(old_row.revocation_reason.as_deref(), Some("superseded"));
 }
 on_both_backends!(
@@ -167,7 +170,7 @@ fn init_renews_certificates_close_to_expiry(db: Db) {
     };
     env.init();
     let app = env.app();
-    let ocsp_before = app.pki.ocsp.info.serial_hex.clone();
+    let ocsp_before = app.svc.pki.ocsp.info.serial_hex.clone();
     drop(app);
     // The OCSP responder certificate (365 days) is the first to come due.
     env.clock.advance(time::Duration::days(340));
@@ -189,8 +192,8 @@ fn init_renews_certificates_close_to_expiry(db: Db) {
         report.created
     );
     let app = env.app();
-    assert_ne!(app.pki.ocsp.info.serial_hex, ocsp_before);
-    assert!(app.pki.ocsp.info.not_after - env.now() > time::Duration::days(300));
+    assert_ne!(app.svc.pki.ocsp.info.serial_hex, ocsp_before);
+    assert!(app.svc.pki.ocsp.info.not_after - env.now() > time::Duration::days(300));
     // And a run right after changes nothing.
     assert!(env.init().created.is_empty());
 }

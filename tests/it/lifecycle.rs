@@ -293,10 +293,14 @@ async fn whole_life_of_one_certificate(db: Db) {
         "audit details must not hold the code or the PIN"
     );
 
-    let cp =
-        tmcs::audit::make_checkpoint(&s.app.store, &s.app.hsm, &s.app.pki.keys.audit, env.now())
-            .unwrap()
-            .unwrap();
+    let cp = tmcs::audit::make_checkpoint(
+        &s.app.svc.store,
+        &s.app.hsm,
+        &s.app.svc.pki.keys.audit,
+        env.now(),
+    )
+    .unwrap()
+    .unwrap();
     let (_, _, b) = get_json(&aud, &s.url("/v1/audit/checkpoints")).await;
     let served: Vec<tmcs::audit::Checkpoint> =
         serde_json::from_value(b["checkpoints"].clone()).unwrap();
@@ -315,11 +319,11 @@ async fn whole_life_of_one_certificate(db: Db) {
     assert!(served
         .iter()
         .all(|c| tmcs::audit::verify_checkpoint_sig(c, &key)));
-    assert!(tmcs::audit::verify_store(&s.app.store, &key, &[]).is_ok());
+    assert!(tmcs::audit::verify_store(&s.app.svc.store, &key, &[]).is_ok());
 
     // The auditor may not write anything: every write route behind mTLS,
     // with real path values, answers 403 and changes nothing.
-    let events_before = tmcs::audit::verify_store(&s.app.store, &key, &[])
+    let events_before = tmcs::audit::verify_store(&s.app.svc.store, &key, &[])
         .unwrap()
         .events;
     let mut writes = 0;
@@ -345,7 +349,7 @@ async fn whole_life_of_one_certificate(db: Db) {
     }
     assert!(writes >= 14, "only {writes} write routes checked");
     // Each refusal is one auth.denied event, nothing else changed.
-    let after = tmcs::audit::verify_store(&s.app.store, &key, &[])
+    let after = tmcs::audit::verify_store(&s.app.svc.store, &key, &[])
         .unwrap()
         .events;
     assert_eq!(after, events_before + writes);
@@ -609,6 +613,7 @@ async fn concurrent_wrong_pins_respect_the_limit(db: Db) {
     );
     let failed = s
         .app
+        .svc
         .store
         .read(|c| {
             tmcs::store::audit_rows::list(
@@ -666,21 +671,23 @@ async fn certificates_expire(db: Db) {
     let (_h, pem) = s.active_subscriber(&msisdn, PIN).await;
     let serial = tmcs::pki::CertInfo::from_pem(&pem).unwrap().serial_hex;
     assert_eq!(
-        tmcs::pki::lifecycle::expire_certificates(&s.app).unwrap(),
+        tmcs::pki::lifecycle::expire_certificates(&s.app.svc).unwrap(),
         0
     );
     env.clock.advance(time::Duration::days(800));
-    let n = tmcs::pki::lifecycle::expire_certificates(&s.app).unwrap();
+    let n = tmcs::pki::lifecycle::expire_certificates(&s.app.svc).unwrap();
     assert!(n >= 1);
     let row = s
         .app
+        .svc
         .store
         .read(|c| tmcs::store::certs::get(c, &serial))
         .unwrap()
         .unwrap();
-    assert_eq!(row.status, "expired");
+    assert_eq!(row.status.as_str(), "expired");
     let events = s
         .app
+        .svc
         .store
         .read(|c| {
             tmcs::store::audit_rows::list(
@@ -696,19 +703,24 @@ async fn certificates_expire(db: Db) {
     assert_eq!(events.last().unwrap().action, "cert.expired");
     let sub = s
         .app
+        .svc
         .store
         .read(|c| tmcs::store::subscribers::by_msisdn(c, &msisdn))
         .unwrap()
         .unwrap();
     let err = s
         .app
+        .svc
         .store
-        .read(|c| tmcs::subscriber::signing_key(c, &sub.id, env.now()))
+        .read(|c| tmcs::subscriber::lock_signer(c, &sub.id, 3, env.now()).map(|_| ()))
         .unwrap_err();
-    assert_eq!(err.code(), Some("certificate.not_active"));
+    assert_eq!(
+        err.problem(),
+        Some(tmcs::problem::Problem::CertificateNotActive)
+    );
     // Nothing left to expire.
     assert_eq!(
-        tmcs::pki::lifecycle::expire_certificates(&s.app).unwrap(),
+        tmcs::pki::lifecycle::expire_certificates(&s.app.svc).unwrap(),
         0
     );
     s.stop().await;

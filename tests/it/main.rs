@@ -8,6 +8,7 @@ mod acceptance;
 mod api_foundation;
 mod audit_chain;
 mod cli;
+mod core_bugs;
 mod fuzz_corpus;
 mod hsm;
 mod init;

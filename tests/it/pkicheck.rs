@@ -104,7 +104,7 @@ pub fn write_pem(env: &Env, name: &str, pem: &str) -> PathBuf {
 /// `openssl ocsp -url …/pki/ocsp -CAfile ca.pem` for `leaf_pem` against the
 /// running server. Asserts the response verifies; returns openssl's output.
 pub async fn ocsp_via_url(env: &Env, s: &Served, leaf_pem: &str) -> String {
-    let issuing = write_pem(env, "ocsp-issuing.pem", &s.app.pki.issuing.info.pem);
+    let issuing = write_pem(env, "ocsp-issuing.pem", &s.app.svc.pki.issuing.info.pem);
     let leaf = write_pem(env, "ocsp-leaf.pem", leaf_pem);
     let (_, text) = openssl_bg(vec![
         "ocsp".into(),
@@ -125,6 +125,6 @@ pub async fn ocsp_via_url(env: &Env, s: &Served, leaf_pem: &str) -> String {
 /// The verified CRL's text from the running server.
 pub async fn served_crl_text(env: &Env, s: &Served) -> String {
     let der = fetch_crl(s).await;
-    let issuing = write_pem(env, "crl-issuing.pem", &s.app.pki.issuing.info.pem);
+    let issuing = write_pem(env, "crl-issuing.pem", &s.app.svc.pki.issuing.info.pem);
     crl_text(env, &der, &issuing).await
 }

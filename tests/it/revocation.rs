@@ -15,6 +15,7 @@ use crate::{on_both_backends, on_both_backends_async};
 
 fn row_of(s: &Served, name: &str) -> CertRow {
     s.app
+        .svc
         .store
         .read(|c| certs::current(c, name))
         .unwrap()
@@ -24,8 +25,9 @@ fn row_of(s: &Served, name: &str) -> CertRow {
 fn set_status(s: &Served, serial: &str, status: &str, reason: Option<&str>, at: Option<i64>) {
     let n = s
         .app
+        .svc
         .store
-        .write(|c| certs::set_status(c, serial, status, reason, at))
+        .write(|c| certs::set_status(c, serial, status.parse().unwrap(), reason, at))
         .unwrap();
     assert_eq!(n, 1, "set_status({serial}, {status})");
 }
@@ -36,7 +38,7 @@ async fn crl_follows_the_lifecycle(db: Db) {
     };
     env.init();
     let s = Served::start(&env);
-    let issuing = write_pem(&env, "issuing.pem", &s.app.pki.issuing.info.pem);
+    let issuing = write_pem(&env, "issuing.pem", &s.app.svc.pki.issuing.info.pem);
     let validity =
         time::Duration::seconds(i64::try_from(env.cfg.file.pki.crl_next_update_seconds).unwrap());
 
@@ -80,10 +82,10 @@ async fn crl_follows_the_lifecycle(db: Db) {
     assert_eq!(fetch_crl(&s).await, second);
     let other_node = CrlService::default();
     let from_db = other_node
-        .current(&s.app.store, &s.app.pki, env.now(), validity)
+        .current(&s.app.svc.store, &s.app.svc.pki, env.now(), validity)
         .unwrap();
     assert_eq!(from_db.as_slice(), second.as_slice());
-    let (_, last) = s.app.store.read(revocation::state).unwrap();
+    let (_, last) = s.app.svc.store.read(revocation::state).unwrap();
     assert_eq!(u64::try_from(last).unwrap(), n1);
 
     // Resumed: off the CRL at once, under a higher number.
@@ -97,7 +99,7 @@ async fn crl_follows_the_lifecycle(db: Db) {
 
     // The other node notices the new CRL (newer number in the database).
     let from_db = other_node
-        .current(&s.app.store, &s.app.pki, env.now(), validity)
+        .current(&s.app.svc.store, &s.app.svc.pki, env.now(), validity)
         .unwrap();
     assert_eq!(from_db.as_slice(), third.as_slice());
 
@@ -124,6 +126,7 @@ fn crl_numbers_grow_across_nodes(db: Db) {
     let a = CrlService::default();
     let b = CrlService::default();
     let tls = app
+        .svc
         .store
         .read(|c| certs::current(c, tmcs::pki::names::TLS_SERVER))
         .unwrap()
@@ -135,11 +138,20 @@ fn crl_numbers_grow_across_nodes(db: Db) {
         } else {
             ("revoked", Some("superseded"))
         };
-        app.store
-            .write(|c| certs::set_status(c, &tls.serial, status, reason, Some(1_700_000_000)))
+        app.svc
+            .store
+            .write(|c| {
+                certs::set_status(
+                    c,
+                    &tls.serial,
+                    status.parse().unwrap(),
+                    reason,
+                    Some(1_700_000_000),
+                )
+            })
             .unwrap();
         let der = node
-            .current(&app.store, &app.pki, env.now(), validity)
+            .current(&app.svc.store, &app.svc.pki, env.now(), validity)
             .unwrap();
         let f = env.path().join(format!("crl{i}.der"));
         std::fs::write(&f, der.as_slice()).unwrap();
@@ -171,7 +183,7 @@ fn crl_numbers_grow_across_nodes(db: Db) {
         );
     }
     // The stored CRLs are all there, newest last.
-    let latest = app.store.read(revocation::latest_crl).unwrap().unwrap();
+    let latest = app.svc.store.read(revocation::latest_crl).unwrap().unwrap();
     assert_eq!(u64::try_from(latest.crl_number).unwrap(), last);
 }
 on_both_backends!(crl_numbers_grow, crl_numbers_grow_across_nodes);
@@ -217,7 +229,8 @@ fn crl_nodes_race(db: Db) {
     let serials: Vec<String> = ["client:operator", "client:auditor"]
         .iter()
         .map(|n| {
-            app.store
+            app.svc
+                .store
                 .read(|c| certs::current(c, n))
                 .unwrap()
                 .unwrap()
@@ -233,11 +246,20 @@ fn crl_nodes_race(db: Db) {
                 for i in 0..6 {
                     let hold = i % 2 == 0;
                     let status = if hold { "suspended" } else { "active" };
-                    app.store
-                        .write(|c| certs::set_status(c, serial, status, None, Some(1_700_000_000)))
+                    app.svc
+                        .store
+                        .write(|c| {
+                            certs::set_status(
+                                c,
+                                serial,
+                                status.parse().unwrap(),
+                                None,
+                                Some(1_700_000_000),
+                            )
+                        })
                         .unwrap();
                     let der = node
-                        .current(&app.store, &app.pki, now, time::Duration::hours(24))
+                        .current(&app.svc.store, &app.svc.pki, now, time::Duration::hours(24))
                         .unwrap();
                     let (n, listed) = crl_facts(&der);
                     assert!(n > last, "CRL number {n} after {last}");
@@ -248,8 +270,8 @@ fn crl_nodes_race(db: Db) {
         }
     });
     // Every number taken was stored exactly once.
-    let (_, last) = app.store.read(revocation::state).unwrap();
-    let latest = app.store.read(revocation::latest_crl).unwrap().unwrap();
+    let (_, last) = app.svc.store.read(revocation::state).unwrap();
+    let latest = app.svc.store.read(revocation::latest_crl).unwrap().unwrap();
     assert_eq!(latest.crl_number, last);
 }
 on_both_backends!(crl_race, crl_nodes_race);
@@ -358,9 +380,9 @@ async fn ocsp_answers_for_the_issuing_ca(db: Db) {
         s: &s,
         n: std::cell::Cell::new(0),
     };
-    let issuing = write_pem(&env, "issuing.pem", &s.app.pki.issuing.info.pem);
-    let root = write_pem(&env, "root.pem", &s.app.pki.root.info.pem);
-    let responder = write_pem(&env, "ocsp.pem", &s.app.pki.ocsp.info.pem);
+    let issuing = write_pem(&env, "issuing.pem", &s.app.svc.pki.issuing.info.pem);
+    let root = write_pem(&env, "root.pem", &s.app.svc.pki.root.info.pem);
+    let responder = write_pem(&env, "ocsp.pem", &s.app.svc.pki.ocsp.info.pem);
     let leaf = env.client_files("operator").0;
     let other = env.client_files("auditor").0;
     let leaf_row = row_of(&s, "client:operator");
@@ -373,7 +395,7 @@ async fn ocsp_answers_for_the_issuing_ca(db: Db) {
         "{text}"
     );
     // byKey: SHA-1 of the responder certificate's public key bits.
-    let key_id = hex::encode_upper(openssl::sha::sha1(&s.app.pki.ocsp.point));
+    let key_id = hex::encode_upper(openssl::sha::sha1(&s.app.svc.pki.ocsp.point));
     assert!(
         text.contains(&format!("Responder Id: {key_id}")),
         "{key_id} in {text}"
@@ -468,7 +490,7 @@ async fn ocsp_answers_for_the_issuing_ca(db: Db) {
     );
     for serial in [
         "0x0123456789abcdef",
-        &format!("0x{}", s.app.pki.root.info.serial_hex),
+        &format!("0x{}", s.app.svc.pki.root.info.serial_hex),
     ] {
         let req = q.file("req");
         let (ok, out) = openssl_bg(vec![

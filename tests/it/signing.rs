@@ -18,12 +18,12 @@ use crate::on_both_backends_async;
 use crate::pkicheck::{openssl_bg, path_str, write_pem};
 use crate::support::{get_json, json_of, post_json, random_msisdn, unique, Db, Env, Served};
 
-const MERCHANT: &str = "Merkur.Trade@merchant.xbank";
-const FSP: &str = "Demo.FSP@fsp.xbank";
-const PIN: &str = "482619";
-const PROBLEM: &str = "application/problem+json";
+pub(crate) const MERCHANT: &str = "Merkur.Trade@merchant.xbank";
+pub(crate) const FSP: &str = "Demo.FSP@fsp.xbank";
+pub(crate) const PIN: &str = "482619";
+pub(crate) const PROBLEM: &str = "application/problem+json";
 
-type Reply = (u16, String, Value);
+pub(crate) type Reply = (u16, String, Value);
 
 fn b64(b: &[u8]) -> String {
     STANDARD.encode(b)
@@ -45,7 +45,7 @@ fn ecdsa_sha256(key: &PKey<Private>, data: &[u8]) -> Vec<u8> {
 
 /// Asserts an RFC 9457 problem with `status` and `code`.
 #[track_caller]
-fn problem(r: &Reply, status: u16, code: &str) {
+pub(crate) fn problem(r: &Reply, status: u16, code: &str) {
     assert_eq!(
         (r.0, r.1.as_str(), r.2["code"].as_str()),
         (status, PROBLEM, Some(code)),
@@ -62,13 +62,13 @@ fn problem(r: &Reply, status: u16, code: &str) {
 }
 
 /// A party's key and the certificate the tmcs CA issued for it from a CSR.
-struct PartyKey {
+pub(crate) struct PartyKey {
     key: PKey<Private>,
     key_pem: String,
     cert_pem: String,
 }
 
-async fn register_party(s: &Served, id: &str, kind: &str) -> PartyKey {
+pub(crate) async fn register_party(s: &Served, id: &str, kind: &str) -> PartyKey {
     let kp = rcgen::KeyPair::generate().unwrap();
     let csr = rcgen::CertificateParams::new(vec![])
         .unwrap()
@@ -103,16 +103,16 @@ async fn register_party(s: &Served, id: &str, kind: &str) -> PartyKey {
 }
 
 /// A served instance with a merchant and an FSP registered by CSR.
-struct Fx {
-    env: Env,
-    s: Served,
+pub(crate) struct Fx {
+    pub(crate) env: Env,
+    pub(crate) s: Served,
     merchant: PartyKey,
     fsp: PartyKey,
-    fsp_client: awc::Client,
+    pub(crate) fsp_client: awc::Client,
 }
 
 impl Fx {
-    async fn start(db: Db, test: &str) -> Option<Fx> {
+    pub(crate) async fn start(db: Db, test: &str) -> Option<Fx> {
         let env = Env::new(db, test)?;
         env.init();
         let s = Served::start(&env);
@@ -130,12 +130,18 @@ impl Fx {
     }
 
     /// The server's time, whole seconds.
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         self.env.now().replace_nanosecond(0).unwrap()
     }
 
     /// An unsigned iMS from `tel:<msisdn>` to the merchant, timestamped now.
-    fn ims(&self, msisdn: &str, tier: &str, amount: &str, reference: &str) -> ImsMessage {
+    pub(crate) fn ims(
+        &self,
+        msisdn: &str,
+        tier: &str,
+        amount: &str,
+        reference: &str,
+    ) -> ImsMessage {
         ImsMessage {
             tier: tier.parse().unwrap(),
             reference: Some(Ref::new(reference).unwrap()),
@@ -152,17 +158,23 @@ impl Fx {
     }
 
     /// Merchant signs M, FSP signs F.
-    fn sign(&self, m: &mut ImsMessage) {
+    pub(crate) fn sign(&self, m: &mut ImsMessage) {
         sign_with(m, &self.merchant.key, &self.fsp.key);
     }
 
-    fn signed(&self, msisdn: &str, tier: &str, amount: &str, reference: &str) -> ImsMessage {
+    pub(crate) fn signed(
+        &self,
+        msisdn: &str,
+        tier: &str,
+        amount: &str,
+        reference: &str,
+    ) -> ImsMessage {
         let mut m = self.ims(msisdn, tier, amount, reference);
         self.sign(&mut m);
         m
     }
 
-    async fn submit(&self, xml: &str) -> Reply {
+    pub(crate) async fn submit(&self, xml: &str) -> Reply {
         submit_raw(
             &self.s,
             &self.fsp_client,
@@ -173,14 +185,14 @@ impl Fx {
     }
 
     /// Submits `m` as the FSP and expects a new request; returns its id.
-    async fn submit_ok(&self, m: &ImsMessage) -> String {
+    pub(crate) async fn submit_ok(&self, m: &ImsMessage) -> String {
         let r = self.submit(&m.to_xml()).await;
         assert_eq!(r.0, 202, "{}", r.2);
         r.2["request_id"].as_str().unwrap().to_string()
     }
 
     #[track_caller]
-    fn assert_count(&self, before: i64) {
+    pub(crate) fn assert_count(&self, before: i64) {
         assert_eq!(
             request_count(&self.s),
             before,
@@ -189,7 +201,7 @@ impl Fx {
     }
 
     /// Submits and expects the refusal `code` with no request created.
-    async fn refused(&self, xml: &str, status: u16, code: &str) -> Reply {
+    pub(crate) async fn refused(&self, xml: &str, status: u16, code: &str) -> Reply {
         let before = request_count(&self.s);
         let rejected_before = events(&self.s, None, Some("request.rejected")).len();
         let r = self.submit(xml).await;
@@ -208,7 +220,7 @@ impl Fx {
         r
     }
 
-    async fn handset_get(&self, h: &Handset, path: &str) -> Reply {
+    pub(crate) async fn handset_get(&self, h: &Handset, path: &str) -> Reply {
         let hdr = h
             .device_header("GET", path, self.env.now().unix_timestamp())
             .unwrap();
@@ -223,7 +235,7 @@ impl Fx {
         json_of(res).await
     }
 
-    async fn handset_post(&self, h: &Handset, path: &str, body: &Value) -> Reply {
+    pub(crate) async fn handset_post(&self, h: &Handset, path: &str, body: &Value) -> Reply {
         let hdr = h
             .device_header("POST", path, self.env.now().unix_timestamp())
             .unwrap();
@@ -239,7 +251,7 @@ impl Fx {
     }
 
     /// `GET /v1/handset/requests/{id}`, expected to succeed.
-    async fn detail(&self, h: &Handset, id: &str) -> Value {
+    pub(crate) async fn detail(&self, h: &Handset, id: &str) -> Value {
         let r = self
             .handset_get(h, &format!("/v1/handset/requests/{id}"))
             .await;
@@ -247,7 +259,7 @@ impl Fx {
         r.2
     }
 
-    async fn authorize_block(&self, h: &Handset, id: &str, block: &str) -> Reply {
+    pub(crate) async fn authorize_block(&self, h: &Handset, id: &str, block: &str) -> Reply {
         self.handset_post(
             h,
             &format!("/v1/handset/requests/{id}/authorize"),
@@ -257,7 +269,7 @@ impl Fx {
     }
 
     /// Reads the request and authorises it with `pin`.
-    async fn authorize(&self, h: &Handset, id: &str, pin: &str) -> Reply {
+    pub(crate) async fn authorize(&self, h: &Handset, id: &str, pin: &str) -> Reply {
         let d = self.detail(h, id).await;
         let block = h
             .auth_pin_block(
@@ -270,7 +282,7 @@ impl Fx {
         self.authorize_block(h, id, &block).await
     }
 
-    async fn fsp_view(&self, id: &str) -> Value {
+    pub(crate) async fn fsp_view(&self, id: &str) -> Value {
         let (st, _, b) = get_json(
             &self.fsp_client,
             &self.s.url(&format!("/v1/fsp/requests/{id}")),
@@ -282,9 +294,9 @@ impl Fx {
     }
 
     /// The audit log verifies end to end (`tmcs audit verify`), then the server stops.
-    async fn finish(self) {
-        let key = self.s.app.pki.audit_public_key().unwrap();
-        let report = tmcs::audit::verify_store(&self.s.app.store, &key, &[]).unwrap();
+    pub(crate) async fn finish(self) {
+        let key = self.s.app.svc.pki.audit_public_key().unwrap();
+        let report = tmcs::audit::verify_store(&self.s.app.svc.store, &key, &[]).unwrap();
         assert!(report.events > 0, "{report:?}");
         self.s.stop().await;
     }
@@ -305,9 +317,10 @@ async fn submit_raw(s: &Served, c: &awc::Client, content_type: &str, body: Vec<u
     json_of(res).await
 }
 
-fn request_count(s: &Served) -> i64 {
+pub(crate) fn request_count(s: &Served) -> i64 {
     use tmcs::store::schema::requests;
     s.app
+        .svc
         .store
         .read(|c| -> Result<i64, tmcs::store::StoreError> {
             Ok(requests::table.count().get_result(c)?)
@@ -315,16 +328,18 @@ fn request_count(s: &Served) -> i64 {
         .unwrap()
 }
 
-fn stored(s: &Served, id: &str) -> tmcs::store::requests::RequestRow {
+pub(crate) fn stored(s: &Served, id: &str) -> tmcs::store::requests::RequestRow {
     s.app
+        .svc
         .store
         .read(|c| tmcs::store::requests::get(c, id))
         .unwrap()
         .unwrap()
 }
 
-fn events(s: &Served, subject: Option<String>, action: Option<&str>) -> Vec<EventRow> {
+pub(crate) fn events(s: &Served, subject: Option<String>, action: Option<&str>) -> Vec<EventRow> {
     s.app
+        .svc
         .store
         .read(|c| {
             audit_rows::list(
@@ -340,7 +355,7 @@ fn events(s: &Served, subject: Option<String>, action: Option<&str>) -> Vec<Even
         .unwrap()
 }
 
-fn request_events(s: &Served, id: &str, action: &str) -> usize {
+pub(crate) fn request_events(s: &Served, id: &str, action: &str) -> usize {
     events(s, Some(format!("request:{id}")), Some(action)).len()
 }
 
@@ -509,7 +524,7 @@ async fn happy_path(db: Db) {
 
     // display_sig: the display key over the exact string of CONTRACT §7.
     let display_pem = fetch_text(&fx.s, "/pki/display.pem").await;
-    let issuing = write_pem(&fx.env, "issuing.pem", &fx.s.app.pki.issuing.info.pem);
+    let issuing = write_pem(&fx.env, "issuing.pem", &fx.s.app.svc.pki.issuing.info.pem);
     let display_file = write_pem(&fx.env, "display.pem", &display_pem);
     let (ok, out) = openssl_bg(vec![
         "verify".into(),
@@ -634,7 +649,7 @@ async fn exactly_once(db: Db) {
     let sig_b64 = ok[0].2["signature"].as_str().unwrap();
     assert_signature(&fx.env, &sub_cert, &c, &unb64(sig_b64)).await;
     let row = stored(&fx.s, &id);
-    assert_eq!(row.status, "signed");
+    assert_eq!(row.status.as_str(), "signed");
     assert_eq!(row.signature_b64.as_deref(), Some(sig_b64));
     assert_eq!(request_events(&fx.s, &id, "request.signed"), 1);
     assert_eq!(request_events(&fx.s, &id, "request.authorized"), 1);
@@ -692,7 +707,10 @@ async fn submission_refusals(db: Db) {
     fx.sign(&mut resigned);
     assert_ne!(resigned.to_sign, first.to_sign);
     fx.refused(&resigned.to_xml(), 409, "ims.replay").await;
-    assert_eq!(stored(&fx.s, &first_id).status, "pending_authorization");
+    assert_eq!(
+        stored(&fx.s, &first_id).status.as_str(),
+        "pending_authorization"
+    );
 
     // A merchant whose certificate tmcs does not know.
     let stranger = rcgen::KeyPair::generate().unwrap();
@@ -819,7 +837,7 @@ async fn submission_refusals(db: Db) {
     assert!(r.0 == 401 || r.0 == 403, "{r:?}");
     assert_eq!(r.1, PROBLEM);
     let id = fx.submit_ok(&good).await;
-    assert_eq!(stored(&fx.s, &id).status, "pending_authorization");
+    assert_eq!(stored(&fx.s, &id).status.as_str(), "pending_authorization");
 
     // A payer who is not a subscriber.
     let m = fx.signed(&random_msisdn(), "small", "EUR25.00", "R-nobody");
@@ -927,7 +945,7 @@ async fn authorisation_refusals(db: Db) {
         let r = fx.authorize(&ha, &id, "739152").await;
         problem(&r, 403, "pin.wrong");
         assert_eq!(r.2["attempts_left"], left, "{}", r.2);
-        assert_eq!(stored(&fx.s, &id).status, "pending_authorization");
+        assert_eq!(stored(&fx.s, &id).status.as_str(), "pending_authorization");
     }
     let r = fx.authorize(&ha, &id, "739152").await;
     problem(&r, 403, "pin.blocked");
@@ -981,7 +999,7 @@ async fn authorisation_refusals(db: Db) {
     ] {
         let r = fx.authorize_block(&hb, &id, &block).await;
         problem(&r, 403, "sad.mismatch");
-        assert_eq!(stored(&fx.s, &id).status, "pending_authorization");
+        assert_eq!(stored(&fx.s, &id).status.as_str(), "pending_authorization");
     }
     let (_, _, view) = get_json(&op, &fx.s.url(&format!("/v1/admin/subscribers/{b}"))).await;
     assert_eq!(
@@ -1030,7 +1048,10 @@ async fn authorisation_refusals(db: Db) {
         )
         .await;
     problem(&r, 404, "request.not_found");
-    assert_eq!(stored(&fx.s, &id_b).status, "pending_authorization");
+    assert_eq!(
+        stored(&fx.s, &id_b).status.as_str(),
+        "pending_authorization"
+    );
     let (st, _, list) = fx.handset_get(&hi, "/v1/handset/requests").await;
     assert_eq!((st, &list["requests"]), (200, &json!([])), "{list}");
 
@@ -1078,7 +1099,10 @@ async fn authorisation_refusals(db: Db) {
     )
     .await;
     problem(&(st, ct, b2), 403, "auth.forbidden");
-    assert_eq!(stored(&fx.s, &medium).status, "pending_authorization");
+    assert_eq!(
+        stored(&fx.s, &medium).status.as_str(),
+        "pending_authorization"
+    );
     assert_eq!(request_events(&fx.s, &medium, "request.signed"), 0);
     let small_msg = fx.signed(&g, "small", "EUR25.00", "R-gw-small");
     let small = fx.submit_ok(&small_msg).await;
@@ -1090,7 +1114,10 @@ async fn authorisation_refusals(db: Db) {
     )
     .await;
     problem(&r, 404, "request.not_found");
-    assert_eq!(stored(&fx.s, &small).status, "pending_authorization");
+    assert_eq!(
+        stored(&fx.s, &small).status.as_str(),
+        "pending_authorization"
+    );
     let (st, _, signed) = post_json(
         &gw,
         &fx.s.url("/v1/gateway/authorize"),
@@ -1126,11 +1153,15 @@ async fn authorisation_refusals(db: Db) {
     let r = fx.authorize_block(&hb, &id, &block).await;
     problem(&r, 409, "request.expired");
     assert_eq!(fx.fsp_view(&id).await["status"], "expired");
+    // Reads and refusals never write expiry; the sweeper records it.
+    assert_eq!(stored(&fx.s, &id).status.as_str(), "pending_authorization");
+    assert!(tmcs::signing::expire_overdue(&fx.s.app.svc).unwrap() >= 2);
     let row = stored(&fx.s, &id);
     assert_eq!(
         (row.status.as_str(), row.signature_b64.as_deref()),
         ("expired", None)
     );
+    assert_eq!(request_events(&fx.s, &id, "request.expired"), 1);
     assert_eq!(request_events(&fx.s, &id, "request.signed"), 0);
     // The same message again names the same request, and says it expired
     // (its timestamp is still within the allowed skew).
@@ -1202,7 +1233,7 @@ async fn no_pin_at_rest(db: Db) {
         "the PIN is echoed: {}",
         r.2
     );
-    assert_eq!(stored(&fx.s, &id2).status, "pending_authorization");
+    assert_eq!(stored(&fx.s, &id2).status.as_str(), "pending_authorization");
     let (st, _, b) = post_json(
         &fx.s.as_client("gateway-demo"),
         &fx.s.url("/v1/gateway/authorize"),

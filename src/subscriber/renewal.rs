@@ -1,0 +1,203 @@
+//! A subscriber's signing key and certificate: made new (activation), or
+//! renewed (a new key, the old certificate superseded and its key destroyed).
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{lock_msisdn, require_msisdn, subject, SubscriberState};
+use crate::app::Services;
+use crate::audit::{self, Actor, AuditEvent, NewEvent};
+use crate::clock::rfc3339_seconds;
+use crate::error::{reject, DomainResult, Problem};
+use crate::hsm::{EcUsage, GeneratedKey, KeyId};
+use crate::pki::lifecycle::{self, Transition};
+use crate::pki::{CertInfo, EcPublicKey, Reason};
+use crate::states::CertStatus;
+use crate::store::certs;
+use crate::store::subscribers::{self, SubscriberRow};
+use crate::store::DbConn;
+
+/// Destroys a retired key; a failure is logged (the key can no longer be
+/// used: its certificate is revoked and no row names it).
+pub(crate) fn destroy_key_best_effort(svc: &Services, key_hex: &str) {
+    match KeyId::from_hex(key_hex) {
+        Ok(id) => {
+            if let Err(e) = svc.custody.destroy_key(&id) {
+                tracing::warn!(key = %id, error = %e, "could not destroy a retired subscriber key");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "bad stored key id"),
+    }
+}
+
+/// A new subscriber key in the HSM and its certificate (outside any transaction).
+pub(crate) fn new_key_and_cert(
+    svc: &Services,
+    s: &SubscriberRow,
+    now: OffsetDateTime,
+) -> DomainResult<(GeneratedKey, CertInfo)> {
+    let key = svc
+        .custody
+        .generate_ec_p256("tmcs:subscriber", EcUsage::Sign)?;
+    match svc.pki.issue(
+        "subscriber",
+        &s.pseudonym,
+        vec![],
+        &EcPublicKey(key.point.clone()),
+        now,
+    ) {
+        Ok(cert) => Ok((key, cert)),
+        Err(e) => {
+            let _ = svc.custody.destroy_key(&key.id);
+            Err(e.into())
+        }
+    }
+}
+
+/// Records a subscriber's new certificate (active) in the registry and
+/// returns the events of its key and certificate becoming usable.
+pub(crate) fn record_new_cert(
+    c: &mut DbConn,
+    actor: &Actor,
+    s: &SubscriberRow,
+    key: &GeneratedKey,
+    cert: &CertInfo,
+    now: OffsetDateTime,
+) -> DomainResult<Vec<NewEvent>> {
+    let owner = subject(&s.id);
+    certs::insert(
+        c,
+        &cert.to_row(
+            "issuing",
+            "subscriber",
+            Some(&owner),
+            Some(&key.id.to_hex()),
+            CertStatus::Active,
+            now,
+        ),
+    )?;
+    let serial = cert.serial_hex.clone();
+    Ok(vec![
+        NewEvent::of(
+            actor,
+            serial.clone(),
+            AuditEvent::SubscriberKeyGenerated {
+                subscriber: owner.clone(),
+                key_id: key.id.to_hex(),
+                algorithm: "ecdsa-p256",
+                sensitive: true,
+                extractable: false,
+            },
+        ),
+        NewEvent::of(
+            actor,
+            serial.clone(),
+            AuditEvent::SubscriberCertIssued {
+                subscriber: owner.clone(),
+                profile: "subscriber",
+                subject_cn: cert.common_name.clone(),
+                fingerprint: cert.fingerprint.clone(),
+                not_after: rfc3339_seconds(cert.not_after),
+            },
+        ),
+        NewEvent::of(
+            actor,
+            serial,
+            AuditEvent::CertActivated { subscriber: owner },
+        ),
+    ])
+}
+
+#[derive(Debug, Serialize)]
+pub struct Renewed {
+    pub serial: String,
+    pub previous_serial: Option<String>,
+    pub certificate: String,
+}
+
+/// `POST …/{msisdn}/renew`: a new key and certificate; the old one is
+/// revoked as `superseded` and its key destroyed. The row is locked before
+/// it is read in the transaction, so a renewal never writes back a PIN
+/// counter or state that changed meanwhile.
+pub fn renew(svc: &Services, actor: &Actor, msisdn: &str) -> DomainResult<Renewed> {
+    require_msisdn(msisdn)?;
+    let not_active = || {
+        reject(
+            Problem::SubscriberNotActive,
+            "only an active subscriber can be renewed",
+        )
+    };
+    let now = svc.clock.now();
+    let s = svc
+        .store
+        .read(|c| subscribers::by_msisdn(c, msisdn))?
+        .ok_or_else(|| {
+            reject(
+                Problem::SubscriberNotFound,
+                "no subscriber with this MSISDN",
+            )
+        })?;
+    if s.state != SubscriberState::Active {
+        return Err(not_active());
+    }
+    // The HSM and the CA work happen outside the transaction.
+    let (key, cert) = new_key_and_cert(svc, &s, now)?;
+    let result = svc.store.write(|c| -> DomainResult<Option<String>> {
+        let mut cur = lock_msisdn(c, msisdn)?;
+        if cur.state != SubscriberState::Active {
+            return Err(not_active());
+        }
+        if cur.cert_serial != s.cert_serial {
+            return Err(reject(
+                Problem::SubscriberNotActive,
+                "the subscriber changed meanwhile; try again",
+            ));
+        }
+        let mut events = record_new_cert(c, actor, &cur, &key, &cert, now)?;
+        let old_key = cur.key_id.clone();
+        if let Some(old) = cur.cert_serial.clone() {
+            let revoked = certs::get(c, &old)?.is_some_and(|r| r.status == CertStatus::Revoked);
+            if !revoked {
+                let (_, ev) = lifecycle::transition(
+                    c,
+                    actor,
+                    &old,
+                    Transition::Revoke(Reason::Superseded),
+                    now,
+                )?;
+                events.push(ev);
+            }
+            certs::set_superseded_by(c, &old, &cert.serial_hex)?;
+            events.push(NewEvent::of(
+                actor,
+                old,
+                AuditEvent::CertRenewed {
+                    subscriber: subject(&cur.id),
+                    new_serial: cert.serial_hex.clone(),
+                },
+            ));
+        }
+        cur.key_id = Some(key.id.to_hex());
+        cur.cert_serial = Some(cert.serial_hex.clone());
+        cur.updated_at = now.unix_timestamp();
+        subscribers::save(c, &cur)?;
+        audit::append_all(c, now, events)?;
+        Ok(old_key)
+    });
+    match result {
+        Ok(old_key) => {
+            if let Some(k) = old_key {
+                destroy_key_best_effort(svc, &k);
+            }
+            Ok(Renewed {
+                serial: cert.serial_hex,
+                previous_serial: s.cert_serial,
+                certificate: cert.pem,
+            })
+        }
+        Err(e) => {
+            let _ = svc.custody.destroy_key(&key.id);
+            Err(e)
+        }
+    }
+}
