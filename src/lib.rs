@@ -30,3 +30,5 @@ pub mod states;
 pub mod store;
 pub mod subscriber;
 pub mod sweeper;
+#[cfg(test)]
+pub mod testkit;

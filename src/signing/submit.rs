@@ -21,6 +21,7 @@ use crate::store::subscribers::{self, SubscriberRow};
 use crate::store::DbConn;
 use crate::subscriber;
 
+#[derive(Debug)]
 pub struct Submitted {
     pub request: RequestRow,
     /// False when the same message was submitted before (idempotent).
