@@ -15,4 +15,3 @@ mod lifecycle;
 mod pkicheck;
 mod revocation;
 mod signing;
-mod soak;
