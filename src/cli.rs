@@ -49,7 +49,7 @@ pub enum Command {
     },
 }
 
-/// `demo` and `bench`: commands of `tmcs` (CONTRACT §1) that the sibling
+/// `demo` (CONTRACT §1) and `bench`: commands of `tmcs` that the sibling
 /// binary `tmcs-tools` carries out, so that the service crate has no HTTP
 /// client. `tmcs-tools` parses the same definitions.
 #[derive(Debug, Clone, Subcommand)]
