@@ -1,5 +1,6 @@
 # tmcs — the two commands of the README:
 #   make demo   installs what is missing, builds, runs `tmcs demo`
+#               (which runs `tmcs-tools demo`, built next to `tmcs`)
 #   make test   installs what is missing, then fmt, clippy and the whole suite
 #               against SoftHSM2, SQLite and a throwaway PostgreSQL cluster
 SHELL := /bin/bash
@@ -25,8 +26,9 @@ deps:
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 	@scripts/python-deps.sh
 
+# The whole workspace: `tmcs` (the service) and `tmcs-tools` (demo, bench).
 build: deps
-	$(CARGO) build --release
+	$(CARGO) build --release --workspace
 
 release: build
 
@@ -38,12 +40,12 @@ serve: build
 	./target/release/tmcs serve
 
 lint: deps
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: lint
 	rm -rf target/softhsm-test
-	scripts/with-postgres.sh $(CARGO) test --all-targets --no-fail-fast
+	scripts/with-postgres.sh $(CARGO) test --workspace --all-targets --no-fail-fast
 
 bench: build
 	scripts/with-postgres.sh scripts/bench.sh $(BENCH_ARGS)

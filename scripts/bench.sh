@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: the benchmark on SQLite, then on PostgreSQL when a cluster is
 # reachable (make runs this under scripts/with-postgres.sh). One JSON line each.
-# Extra arguments go to `tmcs bench` (e.g. --seconds 30 --handsets 32).
+# Extra arguments go to `tmcs bench` (e.g. --seconds 30 --handsets 32), which
+# runs `tmcs-tools bench`; both come from `cargo build --release --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/tmcs

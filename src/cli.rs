@@ -38,35 +38,84 @@ pub enum Command {
     Init,
     /// Run the HTTPS service on server.listen.
     Serve,
-    /// Self-contained end-to-end run in a temporary data dir: init, serve in-process,
-    /// merchant → FSP → tmcs → handset → tmcs → FSP; exit 0 only when every signature verifies.
-    Demo {
-        /// Keep the temporary data dir and print its path.
-        #[arg(long)]
-        keep: bool,
-    },
+    #[command(flatten)]
+    Tool(ToolCommand),
     /// Apply pending database migrations.
     Migrate,
-    /// Benchmark: concurrent handsets against the real HTTPS service in a temporary
-    /// data dir (database from database.url when set), then the in-process crypto floor;
-    /// prints one JSON line.
-    Bench {
-        /// Length of the timed phase.
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
-        /// Concurrent handsets (each: submit, read, authorise, repeat).
-        #[arg(long, default_value_t = 16)]
-        handsets: usize,
-        /// Length of the crypto-floor loop.
-        #[arg(long, default_value_t = 8)]
-        floor_seconds: u64,
-    },
     /// Export or verify the audit log.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
 }
+
+/// `demo` (CONTRACT §1) and `bench`: commands of `tmcs` that the sibling
+/// binary `tmcs-tools` carries out, so that the service crate has no HTTP
+/// client. `tmcs-tools` parses the same definitions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ToolCommand {
+    /// Self-contained end-to-end run in a temporary data dir: init, serve in-process,
+    /// merchant → FSP → tmcs → handset → tmcs → FSP; exit 0 only when every signature verifies.
+    Demo(DemoArgs),
+    /// Benchmark: concurrent handsets against the real HTTPS service in a temporary
+    /// data dir (database from database.url when set), then the in-process crypto floor;
+    /// prints one JSON line.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Keep the temporary data dir and print its path.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Length of the timed phase.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Concurrent handsets (each: submit, read, authorise, repeat).
+    #[arg(long, default_value_t = 16)]
+    pub handsets: usize,
+    /// Length of the crypto-floor loop.
+    #[arg(long, default_value_t = 8)]
+    pub floor_seconds: u64,
+}
+
+impl ToolCommand {
+    /// The subcommand's name and its arguments, as `tmcs-tools` takes them.
+    pub fn to_args(&self) -> Vec<String> {
+        match self {
+            ToolCommand::Demo(a) => {
+                let mut v = vec!["demo".to_string()];
+                if a.keep {
+                    v.push("--keep".into());
+                }
+                v
+            }
+            ToolCommand::Bench(a) => vec![
+                "bench".into(),
+                "--seconds".into(),
+                a.seconds.to_string(),
+                "--handsets".into(),
+                a.handsets.to_string(),
+                "--floor-seconds".into(),
+                a.floor_seconds.to_string(),
+            ],
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToolCommand::Demo(_) => "demo",
+            ToolCommand::Bench(_) => "bench",
+        }
+    }
+}
+
+/// The binary that carries out `tmcs demo` and `tmcs bench`, next to `tmcs`.
+pub const TOOLS_BIN: &str = "tmcs-tools";
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -101,13 +150,13 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
         Failure {
             code: 2,
             message: message.into(),
         }
     }
-    fn failed(e: &(dyn std::error::Error + 'static)) -> Failure {
+    pub fn failed(e: &(dyn std::error::Error + 'static)) -> Failure {
         Failure {
             code: 1,
             message: error_chain(e),
@@ -137,23 +186,33 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            // One line, as every other error (see `tmcs --help` for usage).
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let msg = first.strip_prefix("error: ").unwrap_or(first);
-            let _ = writeln!(std::io::stderr(), "error: {msg} (see tmcs --help)");
-            return ExitCode::from(2);
+    match parse::<Cli>("tmcs") {
+        Ok(cli) => exit(run(cli)),
+        Err(code) => code,
+    }
+}
+
+/// Parses the command line of `bin`; help and version go to stdout (exit 0),
+/// any other error is one `error: …` line (exit 2).
+pub fn parse<P: Parser>(bin: &str) -> Result<P, ExitCode> {
+    P::try_parse().map_err(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
         }
-    };
-    match run(cli) {
+        // One line, as every other error (see `--help` for usage).
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("invalid arguments");
+        let msg = first.strip_prefix("error: ").unwrap_or(first);
+        let _ = writeln!(std::io::stderr(), "error: {msg} (see {bin} --help)");
+        ExitCode::from(2)
+    })
+}
+
+/// The exit status of a command's result; a failure is one `error: …` line.
+pub fn exit(result: Result<(), Failure>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let _ = writeln!(std::io::stderr(), "error: {}", f.message.replace('\n', " "));
@@ -208,23 +267,8 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    match cli.command {
-        Command::Demo { keep } => return demo(cli.config.as_deref(), keep),
-        Command::Bench {
-            seconds,
-            handsets,
-            floor_seconds,
-        } => {
-            return bench(
-                cli.config.as_deref(),
-                crate::bench::BenchOpts {
-                    seconds,
-                    handsets,
-                    floor_seconds,
-                },
-            )
-        }
-        _ => {}
+    if let Command::Tool(tool) = &cli.command {
+        return delegate(cli.config.as_deref(), tool);
     }
     let cfg = load_config(cli.config.as_deref(), &cli.data_dir)?;
     // Before any thread exists: SoftHSM2 reads SOFTHSM2_CONF in C_Initialize.
@@ -274,39 +318,37 @@ fn run(cli: Cli) -> Result<(), Failure> {
             init_logging(&cfg, "warn");
             audit_command(&cfg, clock, command)
         }
-        Command::Demo { .. } | Command::Bench { .. } => {
-            Err(Failure::usage("demo and bench are handled above"))
-        }
+        Command::Tool(_) => Err(Failure::usage("demo and bench are handled above")),
     }
 }
 
-fn bench(config: Option<&Path>, opts: crate::bench::BenchOpts) -> Result<(), Failure> {
-    let dir = crate::demo::temp_data_dir()
-        .map_err(|e| Failure::failed(&AppError::Setup(format!("temporary data dir: {e}"))))?;
-    let extra = vec![("TMCS_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string())];
-    let cfg = load_config_with(config, dir.path(), extra)?;
-    hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
-    init_logging(&cfg, "error");
-    let report = crate::bench::run(cfg, crate::demo::system_clock(), opts)
-        .map_err(|e| Failure::failed(&e))?;
-    println!("{report}");
-    Ok(())
-}
-
-fn demo(config: Option<&Path>, keep: bool) -> Result<(), Failure> {
-    let dir = crate::demo::temp_data_dir()
-        .map_err(|e| Failure::failed(&AppError::Setup(format!("temporary data dir: {e}"))))?;
-    // Any free port on loopback; the demo talks to itself.
-    let extra = vec![("TMCS_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string())];
-    let cfg = load_config_with(config, dir.path(), extra)?;
-    hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
-    init_logging(&cfg, "warn");
-    let result = crate::demo::run(cfg, crate::demo::system_clock());
-    if keep {
-        let path = dir.keep();
-        println!("data dir kept: {}", path.display());
+/// `tmcs demo` and `tmcs bench`: runs `tmcs-tools` from the directory of
+/// this executable with the same arguments (and `--config`), in place of
+/// this process, so its exit status is the command's.
+fn delegate(config: Option<&Path>, tool: &ToolCommand) -> Result<(), Failure> {
+    use std::os::unix::process::CommandExt;
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(TOOLS_BIN)))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "tmcs {} needs the {TOOLS_BIN} binary next to tmcs; \
+                 build it with cargo build --release --workspace",
+                tool.name()
+            ))
+        })?;
+    let mut cmd = std::process::Command::new(&bin);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
     }
-    result.map_err(|e| Failure::failed(&e))
+    cmd.args(tool.to_args());
+    // Returns only when the exec failed.
+    let e = cmd.exec();
+    Err(Failure {
+        code: 1,
+        message: format!("cannot run {}: {e}", bin.display()),
+    })
 }
 
 fn serve(app: App) -> Result<(), Failure> {

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use time::format_description::well_known::Rfc3339;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 use time::OffsetDateTime;
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -47,22 +49,28 @@ impl Clock for OffsetClock {
     }
 }
 
+/// `2026-11-22T10:01:02.123Z`: RFC 3339, UTC, milliseconds (truncated).
+const RFC3339_MILLIS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// `2026-11-22T10:01:02Z`: RFC 3339, UTC, whole seconds (truncated).
+const RFC3339_SECONDS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
 /// RFC 3339 with milliseconds in UTC, e.g. `2026-11-22T10:01:02.123Z`.
 pub fn rfc3339_millis(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let ms = t.millisecond();
-    let base = t.replace_nanosecond(0).unwrap_or(t);
-    match base.format(&Rfc3339) {
-        Ok(s) => format!("{}.{:03}Z", s.trim_end_matches('Z'), ms),
-        Err(_) => t.unix_timestamp().to_string(),
-    }
+    utc(t, RFC3339_MILLIS)
 }
 
 /// RFC 3339 in whole seconds, UTC: `2026-11-22T10:01:02Z`.
 pub fn rfc3339_seconds(t: OffsetDateTime) -> String {
+    utc(t, RFC3339_SECONDS)
+}
+
+/// `t` in UTC with `format`; the unix time should formatting ever fail.
+fn utc(t: OffsetDateTime, format: &[BorrowedFormatItem<'_>]) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let base = t.replace_nanosecond(0).unwrap_or(t);
-    base.format(&Rfc3339)
+    t.format(format)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
@@ -91,10 +99,27 @@ mod tests {
             rfc3339_millis(datetime!(2026-01-01 00:00:00 UTC)),
             "2026-01-01T00:00:00.000Z"
         );
+        // Other offsets are shown in UTC; sub-milliseconds are cut, not rounded.
+        let t = datetime!(2026-11-22 11:01:02.999999 +01:00);
+        assert_eq!(rfc3339_millis(t), "2026-11-22T10:01:02.999Z");
+        assert_eq!(rfc3339_seconds(t), "2026-11-22T10:01:02Z");
         assert_eq!(
             parse_rfc3339("2026-11-22T10:01:02Z"),
             Some(datetime!(2026-11-22 10:01:02 UTC))
         );
+    }
+
+    proptest::proptest! {
+        /// The same text as RFC 3339 of the truncated time (how it was built before).
+        #[test]
+        fn formats_agree_with_rfc3339(secs in 0i64..253_402_300_799, nanos in 0u32..1_000_000_000) {
+            let t = OffsetDateTime::from_unix_timestamp(secs).unwrap()
+                .replace_nanosecond(nanos).unwrap();
+            let whole = t.replace_nanosecond(0).unwrap().format(&Rfc3339).unwrap();
+            proptest::prop_assert_eq!(rfc3339_seconds(t), whole.clone());
+            let millis = format!("{}.{:03}Z", whole.trim_end_matches('Z'), t.millisecond());
+            proptest::prop_assert_eq!(rfc3339_millis(t), millis);
+        }
     }
 
     #[test]

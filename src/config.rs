@@ -1,6 +1,10 @@
 //! Configuration: TOML with `deny_unknown_fields`, an environment overlay
 //! (`TMCS_<SECTION>__<KEY>`), and embedded defaults that work on one machine.
 //!
+//! The layers are merged and read with figment: the file (`Toml`), then
+//! one provider per `TMCS_*` variable (`EnvVar`); figment's errors name
+//! the key and, here, the file or the variable it came from.
+//!
 //! The file layer ([`FileConfig`]) is what operators write; [`Config`] is the
 //! validated, resolved form the rest of the program uses (every path is
 //! absolute and every default that depends on the data dir is filled in).
@@ -8,6 +12,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -337,38 +344,36 @@ impl std::fmt::Debug for Config {
 
 impl Config {
     /// Loads `path` (or the embedded defaults when `None`), applies the
-    /// environment overlay from `env`, and resolves paths against `data_dir`.
+    /// environment overlay from `env` (the `TMCS_*` variables; the caller
+    /// passes them, so tests and tools need not change the process
+    /// environment), and resolves paths against `data_dir`.
     pub fn load(
         path: Option<&Path>,
         data_dir: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let (origin, text) = match path {
-            Some(p) => (
-                p.display().to_string(),
-                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        let (origin, layers) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.to_path_buf(),
                     source,
-                })?,
-            ),
-            None => ("(embedded defaults)".to_string(), String::new()),
-        };
-        let mut table: toml::Table =
-            toml::from_str(&text).map_err(|e| invalid(&origin, e.message().to_string()))?;
-        if path.is_some() {
-            if let Some(toml::Value::Table(hsm)) = table.get("hsm") {
-                if hsm.contains_key("pin") {
+                })?;
+                let file = Figment::from(Toml::string(&text));
+                if file.find_value("hsm.pin").is_ok() {
                     return Err(invalid(
-                        &origin,
+                        p.display().to_string(),
                         "hsm.pin must not be in a file; use TMCS_HSM__PIN or hsm.pin_file",
                     ));
                 }
+                (p.display().to_string(), file)
             }
-        }
-        apply_env(&mut table, env)?;
-        let file: FileConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid(&origin, e.message().to_string()))?;
+            None => ("(embedded defaults)".to_string(), Figment::new()),
+        };
+        let overlay = env_overlay(env)?;
+        let figment = overlay.iter().cloned().fold(layers, Figment::merge);
+        let file: FileConfig = figment
+            .extract()
+            .map_err(|e| figment_error(e, &origin, &overlay))?;
         Self::resolve(file, data_dir)
     }
 
@@ -482,73 +487,97 @@ fn absolute_in(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// `TMCS_<SECTION>__<KEY>=value` sets `section.key`. The value takes the
-/// type the key has in the reference config (integer, boolean, array);
-/// keys it does not list (such as `hsm.pin`) take the value as a string.
-fn apply_env(
-    table: &mut toml::Table,
+/// One variable of the environment overlay, a figment provider:
+/// `TMCS_<SECTION>__<KEY>=value` sets `section.key`, as figment's
+/// `Env::prefixed("TMCS_").split("__")` would (lowercased, `__` splits
+/// deeper). Env itself reads only the process environment and types every
+/// value by its look (`0012` would become the number 12); here the value
+/// takes the type the key has in the reference config: a key that is a
+/// string there (or not listed, such as `hsm.pin`) keeps the text as it is;
+/// any other key is parsed with figment's value syntax (integers, booleans,
+/// arrays `["a","b"]`, tables `{k = v}`), and a value of the wrong type is
+/// an error naming the variable.
+#[derive(Debug, Clone)]
+struct EnvVar {
+    /// The variable as given, e.g. `TMCS_PIN__MAX_ATTEMPTS`.
+    name: String,
+    /// The dotted key it sets, e.g. `pin.max_attempts`.
+    key: String,
+    value: Value,
+}
+
+const ENV_PREFIX: &str = "TMCS_";
+const ENV_SPLIT: &str = "__";
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("environment {}", self.name))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = figment::util::nest(&self.key, self.value.clone())
+            .into_dict()
+            .ok_or_else(|| figment::Error::from(format!("{}: empty key", self.name)))?;
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// The overlay's variables among `env`, in order (a later one wins).
+/// Variables without `__` after the prefix (`TMCS_TEST_PG`) are not config.
+fn env_overlay(
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    let reference: toml::Table = toml::from_str(REFERENCE_CONFIG).unwrap_or_default();
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix("TMCS_") else {
+) -> Result<Vec<EnvVar>, ConfigError> {
+    let reference = Figment::from(Toml::string(REFERENCE_CONFIG));
+    let mut vars = Vec::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let Some((section, key)) = rest.split_once("__") else {
+        if !rest.contains(ENV_SPLIT) {
             continue;
-        };
-        let section = section.to_ascii_lowercase();
-        let key = key.to_ascii_lowercase();
-        if section.is_empty() || key.is_empty() {
+        }
+        let parts: Vec<String> = rest.split(ENV_SPLIT).map(str::to_ascii_lowercase).collect();
+        if parts.iter().any(|p| p.is_empty()) {
             return Err(invalid(
                 format!("environment {name}"),
                 "empty section or key",
             ));
         }
-        let like = reference
-            .get(&section)
-            .and_then(|s| s.as_table())
-            .and_then(|s| s.get(&key));
-        let parsed =
-            parse_env_value(&value, like).map_err(|m| invalid(format!("environment {name}"), m))?;
-        let entry = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match entry {
-            toml::Value::Table(t) => {
-                t.insert(key, parsed);
-            }
-            _ => {
-                return Err(invalid(
-                    format!("environment {name}"),
-                    format!("{section} is not a section"),
-                ))
-            }
-        }
+        let key = parts.join(".");
+        let value = match reference.find_value(&key) {
+            Ok(Value::String(..)) | Err(_) => Value::from(raw),
+            Ok(_) => raw.parse::<Value>().unwrap_or_else(|never| match never {}),
+        };
+        vars.push(EnvVar { name, key, value });
     }
-    Ok(())
+    Ok(vars)
 }
 
-fn parse_env_value(value: &str, like: Option<&toml::Value>) -> Result<toml::Value, String> {
-    let as_toml = || -> Result<toml::Value, String> {
-        let mut t: toml::Table = toml::from_str(&format!("v = {value}"))
-            .map_err(|_| format!("{value:?} is not valid here"))?;
-        t.remove("v").ok_or_else(|| "empty value".to_string())
+/// The first of figment's errors as ours: the origin is the variable that
+/// set the key in error or a table above it, else one that set a key below
+/// it (an unknown section, a table left incomplete), else the file.
+fn figment_error(e: figment::Error, file: &str, overlay: &[EnvVar]) -> ConfigError {
+    let path = e.path.join(".");
+    let from_env = overlay
+        .iter()
+        .rev()
+        .find(|v| path == v.key || path.starts_with(&format!("{}.", v.key)))
+        .or_else(|| {
+            overlay
+                .iter()
+                .rev()
+                .find(|v| v.key.starts_with(&format!("{path}.")))
+        });
+    let origin = match from_env {
+        Some(v) => format!("environment {}", v.name),
+        None => file.to_string(),
     };
-    match like {
-        Some(toml::Value::Integer(_)) => value
-            .trim()
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .map_err(|_| format!("{value:?} is not an integer")),
-        Some(toml::Value::Boolean(_)) => value
-            .trim()
-            .parse::<bool>()
-            .map(toml::Value::Boolean)
-            .map_err(|_| format!("{value:?} is not true or false")),
-        Some(toml::Value::Array(_)) | Some(toml::Value::Table(_)) => as_toml(),
-        _ => Ok(toml::Value::String(value.to_string())),
-    }
+    let message = if path.is_empty() || from_env.is_some_and(|v| v.key == path) {
+        e.kind.to_string()
+    } else {
+        format!("{path}: {}", e.kind)
+    };
+    invalid(origin, message)
 }
 
 /// The environment variables of this process that belong to the overlay.
@@ -653,6 +682,54 @@ mod tests {
         .unwrap();
         assert_eq!(c.file.server.tls_names, vec!["tmcs.example".to_string()]);
         assert!(!c.file.relay.enabled);
+    }
+
+    #[test]
+    fn env_overlay_names_the_variable_and_keeps_text() {
+        let dir = tempfile::tempdir().unwrap();
+        // A numeric PIN stays the text it is (leading zeros included).
+        let c = Config::load(None, dir.path(), env(&[("TMCS_HSM__PIN", "0012")])).unwrap();
+        assert_eq!(c.file.hsm.pin.as_ref().unwrap().expose_secret(), "0012");
+        // String keys keep the text verbatim, numbers and all.
+        let c = Config::load(
+            None,
+            dir.path(),
+            env(&[
+                ("TMCS_HSM__TOKEN_LABEL", "007"),
+                ("TMCS_TEST_PG", "required"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.file.hsm.token_label, "007");
+        // An unknown key from the environment names the variable; so does an empty part.
+        for name in ["TMCS_PIN__NOPE", "TMCS_NOSUCH__X", "TMCS_PIN__", "TMCS___X"] {
+            let err = Config::load(None, dir.path(), env(&[(name, "1")])).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+        let err = Config::load(None, dir.path(), env(&[("TMCS_RELAY__ENABLED", "yes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TMCS_RELAY__ENABLED"), "{err}");
+        // A file's errors name the file and the key; the environment overrides the file.
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[pin]\nmax_attempts = \"x\"\n").unwrap();
+        let err = Config::load(Some(&p), dir.path(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.toml") && err.contains("pin.max_attempts"),
+            "{err}"
+        );
+        let c = Config::load(
+            Some(&p),
+            dir.path(),
+            env(&[("TMCS_PIN__MAX_ATTEMPTS", "4")]),
+        )
+        .unwrap();
+        assert_eq!(c.file.pin.max_attempts, 4);
+        std::fs::write(&p, "[server\n").unwrap();
+        let err = Config::load(Some(&p), dir.path(), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("c.toml"), "{err}");
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! hash of an SPKI): parsing PEM/DER with OpenSSL 3 is costly and the same
 //! few party and device keys sign every request.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openssl::pkey::{PKey, Public};
 
@@ -15,15 +14,17 @@ pub struct CachedKey {
     pub not_after: i64,
 }
 
+/// Bounded: at most `capacity` keys, the rarely used ones evicted first
+/// (quick_cache, S3-FIFO).
 pub struct KeyCache {
-    map: Mutex<HashMap<String, Arc<CachedKey>>>,
-    capacity: usize,
+    cache: quick_cache::sync::Cache<String, Arc<CachedKey>>,
 }
 
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyCache")
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.cache.capacity())
+            .field("len", &self.cache.len())
             .finish()
     }
 }
@@ -31,36 +32,28 @@ impl std::fmt::Debug for KeyCache {
 impl KeyCache {
     pub fn new(capacity: usize) -> KeyCache {
         KeyCache {
-            map: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
+            cache: quick_cache::sync::Cache::new(capacity.max(1)),
         }
     }
 
     /// The cached entry for `name`, or `load()`'s, remembered. The name must
     /// identify the content (a fingerprint), so entries never go stale.
+    /// Concurrent callers for the same name wait for one load; an error is
+    /// not remembered.
     pub fn get_or_load<E>(
         &self,
         name: &str,
         load: impl FnOnce() -> Result<CachedKey, E>,
     ) -> Result<Arc<CachedKey>, E> {
-        if let Some(hit) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
-            return Ok(hit.clone());
-        }
-        let loaded = Arc::new(load()?);
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.capacity {
-            map.clear();
-        }
-        map.insert(name.to_string(), loaded.clone());
-        Ok(loaded)
+        self.cache.get_or_insert_with(name, || load().map(Arc::new))
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.cache.is_empty()
     }
 }
 
@@ -113,5 +106,13 @@ mod tests {
         c.get_or_load("c", || from_spki_der(&der)).unwrap();
         assert!(c.len() <= 2);
         assert!(c.get_or_load("x", || from_spki_der(b"junk")).is_err());
+        // Many distinct keys never grow it past its capacity.
+        let c = KeyCache::new(100);
+        for i in 0..1000 {
+            c.get_or_load(&format!("k{i}"), || from_spki_der(&der))
+                .unwrap();
+            assert!(c.len() <= 100, "{} entries", c.len());
+        }
+        assert!(!c.is_empty());
     }
 }

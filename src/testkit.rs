@@ -18,9 +18,9 @@ use crate::config::Config;
 use crate::hsm::soft::SoftCustody;
 use crate::ims::{ImsMessage, Money, PartyId, Ref};
 use crate::party::{self, Credential, NewParty};
-use crate::sim::Handset;
 use crate::store::Store;
 use crate::subscriber::{self, ActivateRequest, Registration};
+use tmcs_client::Handset;
 
 pub const MERCHANT: &str = "Shop.One@merchant.kit";
 pub const FSP: &str = "Kit.FSP@fsp.kit";

@@ -32,9 +32,9 @@ use std::sync::atomic::Ordering;
 use crate::error::{DomainError, Problem};
 use crate::pki::lifecycle::{self, Transition};
 use crate::pki::Reason;
-use crate::sim::Handset;
 use crate::states::RequestStatus;
 use crate::testkit::{Kit, FSP, PIN};
+use tmcs_client::Handset;
 
 const WRONG: &str = "739152";
 

@@ -3,11 +3,12 @@
 //! `b64(E ‖ N ‖ CT)`; `Z` = ECDH(transport, E) computed in the HSM;
 //! `K` = HKDF-SHA256(ikm Z, salt E ‖ T, info "tmcs-pinblock-v1", 32);
 //! `CT` = AES-256-GCM(K, N, plaintext, aad "tmcs-pinblock-v1") with the tag
-//! appended. Everything secret lives in zeroizing buffers.
+//! appended. Everything secret lives in zeroizing buffers. Sealing (the
+//! handset's side) is in the `tmcs-client` crate.
 
 use crate::problem::Problem;
 use base64::Engine;
-use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
+use openssl::symm::{decrypt_aead, Cipher};
 use zeroize::Zeroizing;
 
 use crate::error::{reject, DomainError, DomainResult};
@@ -81,46 +82,6 @@ pub fn open(
     let text =
         std::str::from_utf8(&plain).map_err(|_| invalid("PIN block plaintext is not UTF-8"))?;
     Ok(Zeroizing::new(text.to_string()))
-}
-
-/// Builds a PIN block the way a handset does (for the simulator and tests).
-pub fn seal(transport_point: &[u8], plaintext: &str) -> Result<String, openssl::error::ErrorStack> {
-    use openssl::bn::BigNumContext;
-    use openssl::derive::Deriver;
-    use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
-    use openssl::nid::Nid;
-    use openssl::pkey::PKey;
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-    let mut ctx = BigNumContext::new()?;
-    let eph = EcKey::generate(&group)?;
-    let e = eph
-        .public_key()
-        .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)?;
-    let t_point = EcPoint::from_bytes(&group, transport_point, &mut ctx)?;
-    let t = PKey::from_ec_key(EcKey::from_public_key(&group, &t_point)?)?;
-    let eph = PKey::from_ec_key(eph)?;
-    let mut d = Deriver::new(&eph)?;
-    d.set_peer(&t)?;
-    let z = Zeroizing::new(d.derive_to_vec()?);
-    let mut salt = e.clone();
-    salt.extend_from_slice(transport_point);
-    let k = hkdf_sha256(&z, &salt, INFO)?;
-    let mut nonce = [0u8; N_LEN];
-    openssl::rand::rand_bytes(&mut nonce)?;
-    let mut tag = [0u8; TAG_LEN];
-    let ct = encrypt_aead(
-        Cipher::aes_256_gcm(),
-        &k,
-        Some(&nonce),
-        INFO,
-        plaintext.as_bytes(),
-        &mut tag,
-    )?;
-    let mut out = e;
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    out.extend_from_slice(&tag);
-    Ok(base64::engine::general_purpose::STANDARD.encode(out))
 }
 
 /// `v1|activate|<msisdn>|<activation_code>|<new PIN>`

@@ -192,7 +192,7 @@ async fn roles_are_enforced_per_prefix(db: Db) {
         .self_signed(&key)
         .unwrap();
     let stranger =
-        tmcs::client::https_client_pem(&env.ca(), &cert.pem(), &key.serialize_pem()).unwrap();
+        tmcs_client::https::https_client_pem(&env.ca(), &cert.pem(), &key.serialize_pem()).unwrap();
     let (st, _, body) = json_of(stranger.get(s.url(path)).send().await.unwrap()).await;
     assert_eq!((st, body["code"].as_str()), (403, Some("auth.forbidden")));
 

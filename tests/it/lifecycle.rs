@@ -763,7 +763,8 @@ async fn parties_by_csr_and_certificate(db: Db) {
     ]);
     assert!(ok, "{out}");
     // Its certificate is an mTLS identity with role fsp.
-    let fsp = tmcs::client::https_client_pem(&env.ca(), &cert_pem, &kp.serialize_pem()).unwrap();
+    let fsp =
+        tmcs_client::https::https_client_pem(&env.ca(), &cert_pem, &kp.serialize_pem()).unwrap();
     let (st, _, b) = get_json(
         &fsp,
         &s.url("/v1/fsp/requests/00000000-0000-0000-0000-000000000000"),

@@ -16,4 +16,3 @@ mod lifecycle;
 mod pkicheck;
 mod revocation;
 mod signing;
-mod soak;

@@ -11,8 +11,8 @@ use openssl::sign::Signer;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tmcs::ims::{ImsMessage, Money, PartyId, Ref};
-use tmcs::sim::Handset;
 use tmcs::store::audit_rows::{self, EventFilter, EventRow};
+use tmcs_client::Handset;
 
 use crate::on_both_backends_async;
 use crate::pkicheck::{openssl_bg, path_str, write_pem};
@@ -119,7 +119,7 @@ impl Fx {
         let merchant = register_party(&s, MERCHANT, "merchant").await;
         let fsp = register_party(&s, FSP, "fsp").await;
         let fsp_client =
-            tmcs::client::https_client_pem(&env.ca(), &fsp.cert_pem, &fsp.key_pem).unwrap();
+            tmcs_client::https::https_client_pem(&env.ca(), &fsp.cert_pem, &fsp.key_pem).unwrap();
         Some(Fx {
             env,
             s,
@@ -731,7 +731,8 @@ async fn submission_refusals(db: Db) {
     fx.refused(&m.to_xml(), 400, "ims.bad_signature").await;
     // The other FSP cannot see Demo.FSP's request.
     let other_client =
-        tmcs::client::https_client_pem(&fx.env.ca(), &other.cert_pem, &other.key_pem).unwrap();
+        tmcs_client::https::https_client_pem(&fx.env.ca(), &other.cert_pem, &other.key_pem)
+            .unwrap();
     let (st, ct, b) = get_json(
         &other_client,
         &fx.s.url(&format!("/v1/fsp/requests/{first_id}")),

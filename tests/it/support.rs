@@ -171,14 +171,14 @@ impl Served {
     }
 
     pub fn anonymous(&self) -> awc::Client {
-        tmcs::client::https_client(&self.ca, None).unwrap()
+        tmcs_client::https::https_client(&self.ca, None).unwrap()
     }
 
     /// A client presenting `<data>/clients/<name>.crt`.
     pub fn as_client(&self, name: &str) -> awc::Client {
         let cert = self.clients_dir.join(format!("{name}.crt"));
         let key = self.clients_dir.join(format!("{name}.key"));
-        tmcs::client::https_client(&self.ca, Some((&cert, &key))).unwrap()
+        tmcs_client::https::https_client(&self.ca, Some((&cert, &key))).unwrap()
     }
 
     pub async fn stop(self) {
@@ -282,7 +282,7 @@ impl Served {
         )
     }
 
-    pub async fn handset(&self, msisdn: &str) -> tmcs::sim::Handset {
+    pub async fn handset(&self, msisdn: &str) -> tmcs_client::Handset {
         let mut res = self
             .anonymous()
             .get(self.url("/pki/transport.pem"))
@@ -290,11 +290,15 @@ impl Served {
             .await
             .unwrap();
         let pem = res.body().await.unwrap();
-        tmcs::sim::Handset::new(msisdn, &pem).unwrap()
+        tmcs_client::Handset::new(msisdn, &pem).unwrap()
     }
 
     /// Registers and activates a subscriber; returns the handset and certificate PEM.
-    pub async fn active_subscriber(&self, msisdn: &str, pin: &str) -> (tmcs::sim::Handset, String) {
+    pub async fn active_subscriber(
+        &self,
+        msisdn: &str,
+        pin: &str,
+    ) -> (tmcs_client::Handset, String) {
         let (_, code) = self.register_subscriber(msisdn).await;
         let h = self.handset(msisdn).await;
         let (st, _, b) = post_json(

@@ -1,6 +1,10 @@
 //! A handset simulator with the real handset-side crypto of CONTRACT §7:
 //! a device key, the device-signature header, and PIN blocks to the
 //! transport key. Used by `tmcs demo`, the benchmark and the tests.
+//!
+//! PIN-block plaintexts (§7; the PIN change is an addition, `docs/api.md`):
+//! `v1|activate|<msisdn>|<code>|<PIN>`, `v1|auth|<request_id>|<nonce>|<dtbs_sha256>|<PIN>`,
+//! `v1|pin-old|<msisdn>|<PIN>`, `v1|pin-new|<msisdn>|<PIN>`.
 
 use base64::Engine;
 use openssl::ec::{EcGroup, EcKey};
@@ -10,7 +14,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::sign::Signer;
 use serde_json::{json, Value};
 
-use crate::subscriber::pinblock;
+use crate::pinblock;
 
 pub struct Handset {
     pub msisdn: String,
@@ -20,6 +24,12 @@ pub struct Handset {
 }
 
 type Result<T> = std::result::Result<T, openssl::error::ErrorStack>;
+
+/// What the device key signs for the `TMCS-Device` header (CONTRACT §7):
+/// `tmcs-dev-v1\n<METHOD>\n<path>\n<msisdn>\n<ts>\n`.
+pub fn device_message(method: &str, path: &str, msisdn: &str, ts: i64) -> String {
+    format!("tmcs-dev-v1\n{method}\n{path}\n{msisdn}\n{ts}\n")
+}
 
 /// The uncompressed P-256 point of a PEM certificate's key.
 pub fn point_of_cert_pem(pem: &[u8]) -> Result<Vec<u8>> {
@@ -86,7 +96,7 @@ impl Handset {
 
     /// The `Authorization` header for `method path` at unix time `ts`.
     pub fn device_header(&self, method: &str, path: &str, ts: i64) -> Result<String> {
-        let msg = format!("tmcs-dev-v1\n{method}\n{path}\n{}\n{ts}\n", self.msisdn);
+        let msg = device_message(method, path, &self.msisdn, ts);
         let mut s = Signer::new(MessageDigest::sha256(), &self.device)?;
         let sig = s.sign_oneshot_to_vec(msg.as_bytes())?;
         Ok(format!(
@@ -94,5 +104,48 @@ impl Handset {
             self.msisdn,
             base64::engine::general_purpose::STANDARD.encode(sig)
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_header_signs_the_contract_message() {
+        let ca_key = PKey::from_ec_key(
+            EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+        )
+        .unwrap();
+        // A self-signed certificate stands in for /pki/transport.pem.
+        let mut b = openssl::x509::X509::builder().unwrap();
+        b.set_pubkey(&ca_key).unwrap();
+        let now = openssl::asn1::Asn1Time::days_from_now(0).unwrap();
+        let later = openssl::asn1::Asn1Time::days_from_now(1).unwrap();
+        b.set_not_before(&now).unwrap();
+        b.set_not_after(&later).unwrap();
+        b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+        let pem = b.build().to_pem().unwrap();
+        let h = Handset::new("+4912345678", &pem).unwrap();
+        assert_eq!(h.transport_point.len(), 65);
+        let hdr = h.device_header("GET", "/v1/handset/requests", 5).unwrap();
+        let sig_b64 = hdr
+            .strip_prefix("TMCS-Device msisdn=\"+4912345678\",ts=\"5\",sig=\"")
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap();
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(sig_b64)
+            .unwrap();
+        let spki = base64::engine::general_purpose::STANDARD
+            .decode(h.device_spki_b64().unwrap())
+            .unwrap();
+        let device = PKey::public_key_from_der(&spki).unwrap();
+        let msg = "tmcs-dev-v1\nGET\n/v1/handset/requests\n+4912345678\n5\n";
+        assert_eq!(
+            device_message("GET", "/v1/handset/requests", "+4912345678", 5),
+            msg
+        );
+        let mut v = openssl::sign::Verifier::new(MessageDigest::sha256(), &device).unwrap();
+        assert!(v.verify_oneshot(&sig, msg.as_bytes()).unwrap());
     }
 }

@@ -1,4 +1,4 @@
-//! `tmcs demo`: the whole flow on the embedded defaults, in one process,
+//! `tmcs demo` (`tmcs-tools demo`): the whole flow on the embedded defaults, in one process,
 //! through the real HTTPS API — merchant → FSP → tmcs → handset → tmcs →
 //! FSP — with the real HSM, database and PIN-block crypto. Exit 0 only when
 //! every signature verifies.
@@ -14,11 +14,11 @@ use openssl::sign::{Signer, Verifier};
 use openssl::x509::X509;
 use serde_json::{json, Value};
 
-use crate::app::App;
-use crate::clock::SharedClock;
-use crate::config::Config;
-use crate::ims::{ImsMessage, Money, PartyId, Ref, Tier};
-use crate::sim::Handset;
+use tmcs::app::App;
+use tmcs::clock::SharedClock;
+use tmcs::config::Config;
+use tmcs::ims::{ImsMessage, Money, PartyId, Ref, Tier};
+use tmcs_client::Handset;
 
 /// What went wrong, in words for the console.
 #[derive(Debug, thiserror::Error)]
@@ -152,13 +152,12 @@ pub(crate) struct Local {
 pub(crate) async fn start_local(cfg: &Config, clock: SharedClock) -> Result<Local, DemoError> {
     let (cfg2, clock2) = (cfg.clone(), clock.clone());
     let report = ctx!(
-        actix_web::rt::task::spawn_blocking(move || crate::init::init(&cfg2, clock2.as_ref()))
-            .await,
+        actix_web::rt::task::spawn_blocking(move || tmcs::init::init(&cfg2, clock2.as_ref())).await,
         "init"
     )?;
     let report = ctx!(report, "init")?;
     let app = ctx!(App::open(cfg.clone(), clock), "open")?;
-    let bound = ctx!(crate::api::bind(app.clone()), "bind")?;
+    let bound = ctx!(tmcs::api::bind(app.clone()), "bind")?;
     let port = bound
         .addrs
         .first()
@@ -167,13 +166,13 @@ pub(crate) async fn start_local(cfg: &Config, clock: SharedClock) -> Result<Loca
     let handle = bound.server.handle();
     actix_web::rt::spawn(bound.server);
     let ca = cfg.ca_pem.clone();
-    let anon = ctx!(crate::client::https_client(&ca, None), "client")?;
+    let anon = ctx!(tmcs_client::https::https_client(&ca, None), "client")?;
     let identity = (
         cfg.clients_dir.join("operator.crt"),
         cfg.clients_dir.join("operator.key"),
     );
     let operator = ctx!(
-        crate::client::https_client(&ca, Some((&identity.0, &identity.1))),
+        tmcs_client::https::https_client(&ca, Some((&identity.0, &identity.1))),
         "operator client"
     )?;
     Ok(Local {
@@ -239,7 +238,7 @@ pub(crate) async fn register_party(
 pub(crate) fn party_client(ca: &Path, p: &Party) -> Result<awc::Client, DemoError> {
     let key_pem = ctx!(p.key.private_key_to_pem_pkcs8(), "party key")?;
     ctx!(
-        crate::client::https_client_pem(ca, &p.cert_pem, &String::from_utf8_lossy(&key_pem)),
+        tmcs_client::https::https_client_pem(ca, &p.cert_pem, &String::from_utf8_lossy(&key_pem)),
         "party client"
     )
 }
@@ -306,7 +305,7 @@ async fn flow(
     .await?;
     let sub_cert = text(&v, "certificate")?;
     let sub_info = ctx!(
-        crate::pki::CertInfo::from_pem(&sub_cert),
+        tmcs::pki::CertInfo::from_pem(&sub_cert),
         "subscriber certificate"
     )?;
     out.line(&format!(
@@ -377,12 +376,12 @@ async fn flow(
     .await?;
     let nonce = text(&v, "nonce")?;
     let dtbs = text(&v, "dtbs_sha256")?;
-    let own_dtbs = crate::signing::b64url(&openssl::sha::sha256(&c_bytes));
+    let own_dtbs = tmcs::signing::b64url(&openssl::sha::sha256(&c_bytes));
     if dtbs != own_dtbs {
         return Err(fail("dtbs_sha256 is not SHA-256 of C"));
     }
     let display = &v["display"];
-    let display_msg = crate::signing::display_message(
+    let display_msg = tmcs::signing::display_message(
         &request_id,
         display["payee"].as_str().unwrap_or(""),
         display["amount"].as_str().unwrap_or(""),
@@ -487,7 +486,7 @@ async fn flow(
     let report = ctx!(
         actix_web::rt::task::spawn_blocking(move || {
             let svc = &app2.svc;
-            crate::audit::make_checkpoint(
+            tmcs::audit::make_checkpoint(
                 &svc.store,
                 svc.custody.as_ref(),
                 &svc.pki.keys.audit,
@@ -495,7 +494,7 @@ async fn flow(
             )
             .map_err(|e| e.to_string())?;
             let key = svc.pki.audit_public_key().map_err(|e| e.to_string())?;
-            crate::audit::verify_store(&svc.store, &key, &[]).map_err(|e| e.to_string())
+            tmcs::audit::verify_store(&svc.store, &key, &[]).map_err(|e| e.to_string())
         })
         .await,
         "audit"
@@ -516,5 +515,5 @@ pub fn temp_data_dir() -> std::io::Result<tempfile::TempDir> {
 
 /// For `tmcs demo`: the clock.
 pub fn system_clock() -> SharedClock {
-    Arc::new(crate::clock::SystemClock)
+    Arc::new(tmcs::clock::SystemClock)
 }

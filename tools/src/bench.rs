@@ -1,4 +1,4 @@
-//! `tmcs bench`: drives the real HTTPS service (embedded defaults, real
+//! `tmcs bench` (`tmcs-tools bench`): drives the real HTTPS service (embedded defaults, real
 //! argon2 parameters) with concurrent handsets — submit, read, authorise —
 //! for a fixed time, then measures in the same run the floor: the same
 //! server-side crypto per authorisation in a loop in-process, without HTTP
@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::app::App;
-use crate::clock::SharedClock;
-use crate::config::Config;
 use crate::demo::{call, fail, party_client, register_party, sign, text, DemoError, Party};
-use crate::hsm::{EcUsage, GeneratedKey};
-use crate::ims::{ImsMessage, Money, PartyId, Ref, Tier};
-use crate::sim::Handset;
+use tmcs::app::App;
+use tmcs::clock::SharedClock;
+use tmcs::config::Config;
+use tmcs::hsm::{EcUsage, GeneratedKey};
+use tmcs::ims::{ImsMessage, Money, PartyId, Ref, Tier};
+use tmcs_client::Handset;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BenchOpts {
@@ -208,8 +208,8 @@ fn crypto_floor(
     let hdr = h
         .device_header("GET", "/x", 1)
         .map_err(|e| fail(e.to_string()))?;
-    let (_, _, dev_sig) = crate::api::parse_device_header(&hdr).ok_or_else(|| fail("header"))?;
-    let dev_msg = crate::api::device_message("GET", "/x", &h.msisdn, 1);
+    let (_, _, dev_sig) = tmcs::api::parse_device_header(&hdr).ok_or_else(|| fail("header"))?;
+    let dev_msg = tmcs::api::device_message("GET", "/x", &h.msisdn, 1);
     let c = b"ims-c1\ntype:small\nref:x\nfrom.id:tel:+4900000000\nto.id:a@merchant.b\ntimestamp:2026-01-01T00:00:00Z\namount:EUR1.00\n".to_vec();
     let m_sig = sign(&merchant.key, &c)?;
     let f_sig = sign(&fsp_party.key, &c)?;
@@ -292,8 +292,8 @@ impl Floor<'_> {
             .blocks
             .get(i % self.blocks.len())
             .ok_or_else(|| fail("block"))?;
-        crate::subscriber::pinblock::open(
-            &app.hsm as &dyn crate::hsm::Custody,
+        tmcs::subscriber::pinblock::open(
+            &app.hsm as &dyn tmcs::hsm::Custody,
             &app.svc.pki.keys.transport,
             &app.svc.pki.transport.point,
             block,
@@ -301,7 +301,7 @@ impl Floor<'_> {
         .map_err(|x| e(&x))?;
         app.svc
             .pins
-            .verifier(&app.hsm as &dyn crate::hsm::Custody, &[7u8; 16], PIN)
+            .verifier(&app.hsm as &dyn tmcs::hsm::Custody, &[7u8; 16], PIN)
             .map_err(|x| e(&x))?;
         app.hsm
             .sign_sha256(&self.key.id, self.c)

@@ -1,0 +1,90 @@
+//! `tmcs-tools`: the demo and the benchmark. Each runs the real service
+//! in-process in a temporary data dir and drives it through its HTTPS API
+//! with simulated parties and handsets (`tmcs-client`).
+//!
+//! `tmcs demo` and `tmcs bench` run this binary (it sits next to `tmcs`);
+//! the command line is the one of `tmcs` ([`tmcs::cli::ToolCommand`]).
+//! Exit status: 0 ok, 1 failure, 2 usage or configuration error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use tmcs::app::AppError;
+use tmcs::cli::{self, Failure, ToolCommand};
+
+mod bench;
+mod demo;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tmcs-tools",
+    version,
+    about = "tmcs demo and benchmark (also run as `tmcs demo` and `tmcs bench`)"
+)]
+struct Cli {
+    /// Configuration file (default: ./tmcs.toml when present, else the embedded defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: ToolCommand,
+}
+
+fn main() -> ExitCode {
+    match cli::parse::<Cli>("tmcs-tools") {
+        Ok(c) => cli::exit(run(c)),
+        Err(code) => code,
+    }
+}
+
+fn run(c: Cli) -> Result<(), Failure> {
+    match c.command {
+        ToolCommand::Demo(a) => run_demo(c.config.as_deref(), a.keep),
+        ToolCommand::Bench(a) => run_bench(
+            c.config.as_deref(),
+            bench::BenchOpts {
+                seconds: a.seconds,
+                handsets: a.handsets,
+                floor_seconds: a.floor_seconds,
+            },
+        ),
+    }
+}
+
+/// The configuration for a fresh temporary data dir: the usual layers
+/// (`--config` or ./tmcs.toml, then `TMCS_*`), the service on any free port
+/// of loopback (the tools talk to themselves), and the SoftHSM2 environment
+/// prepared before any thread exists.
+fn local_config(config: Option<&Path>, dir: &Path) -> Result<tmcs::config::Config, Failure> {
+    let extra = vec![("TMCS_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string())];
+    let cfg = cli::load_config_with(config, dir, extra)?;
+    tmcs::hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
+    Ok(cfg)
+}
+
+fn temp_dir() -> Result<tempfile::TempDir, Failure> {
+    demo::temp_data_dir()
+        .map_err(|e| Failure::failed(&AppError::Setup(format!("temporary data dir: {e}"))))
+}
+
+fn run_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failure> {
+    let dir = temp_dir()?;
+    let cfg = local_config(config, dir.path())?;
+    cli::init_logging(&cfg, "error");
+    let report = bench::run(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
+    println!("{report}");
+    Ok(())
+}
+
+fn run_demo(config: Option<&Path>, keep: bool) -> Result<(), Failure> {
+    let dir = temp_dir()?;
+    let cfg = local_config(config, dir.path())?;
+    cli::init_logging(&cfg, "warn");
+    let result = demo::run(cfg, demo::system_clock());
+    if keep {
+        let path = dir.keep();
+        println!("data dir kept: {}", path.display());
+    }
+    result.map_err(|e| Failure::failed(&e))
+}

@@ -1,0 +1,191 @@
+//! The demo and the benchmark as processes: `tmcs-tools demo`, `tmcs demo`
+//! (the service binary delegating to `tmcs-tools` next to it) and the
+//! memory soak through `tmcs-tools bench`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tools_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tmcs-tools"))
+}
+
+/// `target/<profile>/tmcs`, built next to `tmcs-tools` by `cargo test --workspace`.
+fn tmcs_bin() -> PathBuf {
+    let bin = tools_bin().parent().unwrap().join("tmcs");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with cargo test --workspace",
+        bin.display()
+    );
+    bin
+}
+
+/// `bin args…` in `dir`, without any `TMCS_*` variable of the caller.
+fn run(bin: &Path, args: &[&str], dir: &Path) -> Output {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("RUST_LOG", "debug").current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TMCS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// What `make demo` prints when it works: every step, the signed iMS, and
+/// the demo's PIN nowhere (output, debug log, database).
+fn assert_demo_succeeded(o: &Output) {
+    let out = stdout(o);
+    assert!(o.status.success(), "{out}\n{}", stderr(o));
+    assert!(
+        out.contains("demo complete: every signature verified"),
+        "{out}"
+    );
+    for check in [
+        "merchant over M: verified",
+        "FSP over F: verified",
+        "payer (tmcs, HSM) over C: verified",
+    ] {
+        assert!(out.contains(check), "{check} missing:\n{out}");
+    }
+    let xml_start = out.find("<iMS>").expect("the signed iMS is printed");
+    let xml_end = out.find("</iMS>").expect("the signed iMS is printed") + "</iMS>".len();
+    let xml: String = out[xml_start..xml_end].lines().map(str::trim).collect();
+    let m = tmcs::ims::ImsMessage::parse(xml.as_bytes()).unwrap();
+    assert!(m.from_sign.is_some() && m.to_sign.is_some() && m.fsp_sign.is_some());
+    // The demo's PIN never shows, neither in its output and debug log nor in its database.
+    let pin = "48291635";
+    assert!(!out.contains(pin) && !stderr(o).contains(pin));
+    let kept = out
+        .lines()
+        .find_map(|l| l.strip_prefix("data dir kept: "))
+        .expect("--keep prints the data dir");
+    let kept = std::path::PathBuf::from(kept.trim());
+    for f in ["tmcs.db", "tmcs.db-wal"] {
+        if let Ok(bytes) = std::fs::read(kept.join(f)) {
+            assert!(
+                !bytes.windows(pin.len()).any(|w| w == pin.as_bytes()),
+                "PIN in {f}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&kept).unwrap();
+}
+
+/// `tmcs-tools demo` completes and prints a fully signed iMS.
+#[test]
+fn demo_runs_end_to_end() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(&tools_bin(), &["demo", "--keep"], d.path());
+    assert_demo_succeeded(&o);
+}
+
+/// `tmcs demo` (what `make demo` runs, CONTRACT §1) runs `tmcs-tools demo`
+/// next to it, with `--config` passed through, and succeeds.
+#[test]
+fn tmcs_demo_delegates_to_the_tools_binary() {
+    let d = tempfile::tempdir().unwrap();
+    // An explicit --config reaches tmcs-tools: a file that sets nothing new.
+    let cfg = d.path().join("custom.toml");
+    std::fs::write(&cfg, "[server]\nlog_format = \"text\"\n").unwrap();
+    let o = run(
+        &tmcs_bin(),
+        &["--config", cfg.to_str().unwrap(), "demo", "--keep"],
+        d.path(),
+    );
+    assert_demo_succeeded(&o);
+    // A bad one is a configuration error of the delegated command: exit 2, one line.
+    std::fs::write(&cfg, "[server]\nsurprise = 1\n").unwrap();
+    let o = run(
+        &tmcs_bin(),
+        &["--config", cfg.to_str().unwrap(), "demo"],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("error: ") && err.contains("surprise"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// Without `tmcs-tools` next to it, `tmcs demo` and `tmcs bench` say how to
+/// build it (exit 2, one line).
+#[test]
+fn tmcs_demo_without_the_tools_binary_exits_2() {
+    let target = tools_bin().parent().unwrap().to_path_buf();
+    let d = tempfile::tempdir_in(&target).unwrap();
+    let lone = d.path().join("tmcs");
+    if std::fs::hard_link(tmcs_bin(), &lone).is_err() {
+        std::fs::copy(tmcs_bin(), &lone).unwrap();
+    }
+    for cmd in ["demo", "bench"] {
+        let o = run(&lone, &[cmd], d.path());
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim_end(),
+            format!(
+                "error: tmcs {cmd} needs the tmcs-tools binary next to tmcs; \
+                 build it with cargo build --release --workspace"
+            )
+        );
+    }
+}
+
+/// Memory under signing load (issue #8, finding 0). Every authorisation
+/// hashes the PIN with argon2id (19 MiB of working memory). Before the fix,
+/// glibc kept the freed buffers in per-thread arenas and the RSS of the
+/// service climbed by hundreds of MiB within seconds of load. `tmcs bench`
+/// runs the real service in-process and reports the process's RSS at the
+/// start and end of its timed phase; both must stay bounded.
+#[test]
+fn rss_stays_bounded_under_signing_load() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(tools_bin());
+    cmd.args([
+        "bench",
+        "--seconds",
+        "20",
+        "--handsets",
+        "16",
+        "--floor-seconds",
+        "1",
+    ])
+    .current_dir(d.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TMCS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let o = cmd.output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = out.lines().last().expect("one JSON line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let auths = v["authorizations_per_s"].as_f64().unwrap() * v["seconds"].as_f64().unwrap();
+    assert!(auths >= 100.0, "too few authorisations to judge: {line}");
+    assert_eq!(v["errors"], 0, "{line}");
+    let start = v["rss_mb_start"].as_f64().expect("rss_mb_start");
+    let end = v["rss_mb_end"].as_f64().expect("rss_mb_end");
+    eprintln!("soak: {auths:.0} authorisations, RSS {start} → {end} MiB");
+    assert!(end < 256.0, "RSS reached {end} MiB under load: {line}");
+    assert!(
+        end - start < 96.0,
+        "RSS grew by {} MiB during the timed phase: {line}",
+        end - start
+    );
+}
