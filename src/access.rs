@@ -2,8 +2,10 @@
 //! fingerprint → the registered client → its role (and party). The role
 //! comes from the registry, never from the request. A missing certificate
 //! is `auth.unauthenticated`; an unknown, suspended, revoked or expired one,
-//! or a wrong role, is `auth.forbidden`. Each refusal is one `auth.denied`
-//! event and nothing else happens.
+//! or a wrong role, is `auth.forbidden`. A refusal of a registered client
+//! is one `auth.denied` event; a caller without a registered certificate
+//! proved nothing and is counted per source (`audit::refusals`). Nothing
+//! else happens.
 
 use crate::app::Services;
 use crate::audit::{self, Actor, AuditEvent, NewEvent};
@@ -44,6 +46,8 @@ pub struct Target<'a> {
     pub required: Role,
     pub method: &'a str,
     pub route: &'a str,
+    /// The client's address.
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// Resolves the caller for `target`, or refuses (audited).
@@ -71,9 +75,12 @@ pub fn authorize(svc: &Services, peer: Option<&Peer>, target: Target<'_>) -> Dom
         );
         reject(problem, reason.to_string())
     };
+    let unknown = |problem: Problem, reason: &str| -> DomainError {
+        svc.refusals.note(target.source, target.route, reason, now);
+        reject(problem, reason.to_string())
+    };
     let Some(peer) = peer else {
-        return Err(deny(
-            Actor::Anonymous,
+        return Err(unknown(
             Problem::AuthUnauthenticated,
             "a client certificate is required",
         ));
@@ -87,11 +94,7 @@ pub fn authorize(svc: &Services, peer: Option<&Peer>, target: Target<'_>) -> Dom
         Ok((client, cert))
     })?;
     let Some(client) = client else {
-        return Err(deny(
-            Actor::Client {
-                role: "unknown".into(),
-                fingerprint: peer.fingerprint.clone(),
-            },
+        return Err(unknown(
             Problem::AuthForbidden,
             "the client certificate is not registered",
         ));

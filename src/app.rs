@@ -83,11 +83,29 @@ pub fn hsm_pin(cfg: &Config) -> Result<SecretString, AppError> {
 pub fn pki_settings(cfg: &Config) -> Result<PkiSettings, AppError> {
     let dir = (!cfg.file.pki.profiles_dir.is_empty())
         .then(|| cfg.data_dir.join(&cfg.file.pki.profiles_dir));
+    let party_anchors = match cfg.file.pki.party_trust_anchors.as_str() {
+        "" => Vec::new(),
+        path => {
+            let path = cfg.data_dir.join(path);
+            let pem = std::fs::read(&path).map_err(io_err(&path))?;
+            let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| {
+                AppError::Setup(format!("pki.party_trust_anchors {}: {e}", path.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(AppError::Setup(format!(
+                    "pki.party_trust_anchors {}: no certificate in it",
+                    path.display()
+                )));
+            }
+            certs
+        }
+    };
     Ok(PkiSettings {
         public_url: cfg.file.server.public_url.clone(),
         organization: cfg.file.pki.organization.clone(),
         country: cfg.file.pki.country.clone(),
         profiles: Profiles::load(dir.as_deref())?,
+        party_anchors,
     })
 }
 
@@ -105,6 +123,10 @@ pub struct Services {
     pub policy: Arc<Policy>,
     /// Parsed party and device keys, by fingerprint.
     pub keys: Arc<crate::keycache::KeyCache>,
+    /// Refusals of unauthenticated callers, counted until the next flush.
+    pub refusals: Arc<crate::audit::refusals::RefusalLog>,
+    /// Per-source activation misses and decoys.
+    pub activation: Arc<crate::subscriber::activation::ActivationGuard>,
 }
 
 impl std::fmt::Debug for Services {
@@ -136,6 +158,11 @@ impl Services {
             pins: Arc::new(pins),
             policy: Arc::new(policy),
             keys: Arc::new(crate::keycache::KeyCache::new(10_000)),
+            refusals: Arc::default(),
+            activation: Arc::new(
+                crate::subscriber::activation::ActivationGuard::new()
+                    .map_err(|e| AppError::Setup(e.to_string()))?,
+            ),
         })
     }
 }
@@ -195,6 +222,9 @@ impl App {
                 .register(Box::new(h.clone()))
                 .map_err(|e| AppError::Setup(e.to_string()))?;
         }
+        registry
+            .register(Box::new(svc.activation.attempts.clone()))
+            .map_err(|e| AppError::Setup(e.to_string()))?;
         Ok(App {
             cfg: Arc::new(cfg),
             svc,

@@ -65,7 +65,15 @@ pub struct ServerSection {
     pub public_url: String,
     pub max_body_bytes: usize,
     pub request_timeout_seconds: u64,
+    /// The whole request body must arrive within this time (else 408).
+    pub body_timeout_seconds: u64,
     pub max_connections: usize,
+    /// Open connections one client address may hold at once.
+    pub max_connections_per_ip: usize,
+    /// Refused requests (bad credentials or input) allowed per client
+    /// address per second, with `refusal_burst` in reserve; beyond, 429.
+    pub refusals_per_second: u32,
+    pub refusal_burst: u32,
     /// Blocking work (DB transactions with HSM calls) allowed at once.
     pub blocking_threads: usize,
     pub log_format: String,
@@ -80,7 +88,11 @@ impl Default for ServerSection {
             public_url: "https://localhost:8443".into(),
             max_body_bytes: 64 * 1024,
             request_timeout_seconds: 30,
+            body_timeout_seconds: 10,
             max_connections: 10_000,
+            max_connections_per_ip: 64,
+            refusals_per_second: 10,
+            refusal_burst: 100,
             blocking_threads: 32,
             log_format: "text".into(),
         }
@@ -168,6 +180,9 @@ pub struct PkiSection {
     pub crl_next_update_seconds: u64,
     /// Seconds an OCSP answer may be cached by the client (nextUpdate).
     pub ocsp_next_update_seconds: u64,
+    /// PEM bundle of CAs a party's given certificate must chain to (besides
+    /// the tmcs CA); empty accepts any certificate with a suitable key.
+    pub party_trust_anchors: String,
 }
 
 impl Default for PkiSection {
@@ -180,6 +195,7 @@ impl Default for PkiSection {
             profiles_dir: String::new(),
             crl_next_update_seconds: 86_400,
             ocsp_next_update_seconds: 3_600,
+            party_trust_anchors: String::new(),
         }
     }
 }

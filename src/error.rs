@@ -19,6 +19,12 @@ pub enum DomainError {
         detail: String,
         attempts_left: Option<u32>,
     },
+    /// Too many attempts from this source: try again after `retry_after`.
+    #[error("rate.limited: {detail}")]
+    Throttled {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     /// A fault of ours (inconsistent stored data, a broken invariant). The
     /// detail goes to the log only; the caller gets `internal`.
     #[error("internal: {0}")]
@@ -69,6 +75,7 @@ impl DomainError {
     pub fn problem(&self) -> Option<Problem> {
         match self {
             DomainError::Rejected { problem, .. } => Some(*problem),
+            DomainError::Throttled { .. } => Some(Problem::TooManyRequests),
             _ => None,
         }
     }
@@ -76,7 +83,9 @@ impl DomainError {
     /// An outage that may pass: retrying later can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            DomainError::Rejected { .. } | DomainError::Internal(_) => false,
+            DomainError::Rejected { .. }
+            | DomainError::Throttled { .. }
+            | DomainError::Internal(_) => false,
             DomainError::Store(e) => e.is_transient(),
             DomainError::Hsm(e) => e.is_transient(),
             DomainError::Pki(e) => e.is_transient(),

@@ -6,10 +6,30 @@ use std::path::Path;
 
 use secrecy::SecretString;
 
-/// Creates `dir` (and parents) and sets its mode.
+/// Creates `dir` (and parents) with `mode`. A directory that already exists
+/// keeps the mode its owner gave it (it may be shared, e.g. `/var/lib`).
 pub fn ensure_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// Creates an empty file with mode 0600 unless it exists (so that a file
+/// another program fills, like a SQLite database and the `-wal` and `-shm`
+/// files SQLite gives the same mode, is private from its first byte).
+pub fn create_private(path: &Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `content` to `path` with `mode` unless it already holds exactly

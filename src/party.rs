@@ -151,6 +151,20 @@ pub fn register(svc: &Services, actor: &Actor, p: NewParty) -> DomainResult<Part
                     "the certificate is expired or not yet valid",
                 ));
             }
+            // A certificate tmcs issued keeps its registry status: one it
+            // revoked or holds can never come back as a given certificate.
+            let known = svc
+                .store
+                .read(|c| certs::by_fingerprint(c, &info.fingerprint))?;
+            if let Some(row) = known {
+                lifecycle::require_usable(&row, now)?;
+            }
+            if !svc.pki.party_chain_ok(&x, now)? {
+                return Err(reject(
+                    Problem::CertificateInvalid,
+                    "the certificate does not chain to a trust anchor configured for parties",
+                ));
+            }
             (info, false)
         }
         Credential::Csr(pem) => {
@@ -177,6 +191,22 @@ pub fn register(svc: &Services, actor: &Actor, p: NewParty) -> DomainResult<Part
         updated_at: now.unix_timestamp(),
     };
     svc.store.write(|c| -> DomainResult<()> {
+        // A certificate that was revoked with its party stays revoked.
+        match parties::by_fingerprint(c, &info.fingerprint)? {
+            Some(holder) if holder.status == CertStatus::Revoked => {
+                return Err(reject(
+                    Problem::CertificateRevoked,
+                    "this certificate was revoked with its party",
+                ))
+            }
+            Some(_) => {
+                return Err(reject(
+                    Problem::PartyExists,
+                    "this certificate already belongs to a party",
+                ))
+            }
+            None => {}
+        }
         if let Some(old) = parties::lock(c, &p.party_id)? {
             if old.status != CertStatus::Revoked {
                 return Err(reject(
@@ -185,12 +215,6 @@ pub fn register(svc: &Services, actor: &Actor, p: NewParty) -> DomainResult<Part
                 ));
             }
             parties::delete(c, &p.party_id)?;
-        }
-        if parties::by_fingerprint(c, &info.fingerprint)?.is_some() {
-            return Err(reject(
-                Problem::PartyExists,
-                "this certificate already belongs to a party",
-            ));
         }
         let mut events = Vec::new();
         if issued {

@@ -33,6 +33,8 @@ problems! {
     RequestMalformed = ("request.malformed", 400, "The request is malformed"),
     RequestInvalid = ("request.invalid", 400, "A request field is invalid"),
     PayloadTooLarge = ("payload.too_large", 413, "The request body is too large"),
+    RequestTimeout = ("request.timeout", 408, "The request body did not arrive in time"),
+    TooManyRequests = ("rate.limited", 429, "Too many requests from this client"),
     UnsupportedMediaType = ("unsupported_media_type", 415, "Unsupported content type"),
     NotFound = ("not_found", 404, "No such resource"),
     MethodNotAllowed = ("method_not_allowed", 405, "Method not allowed"),

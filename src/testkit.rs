@@ -132,7 +132,7 @@ impl Kit {
         let h = Handset::new(msisdn, self.svc.pki.transport.info.pem.as_bytes()).unwrap();
         let body = h.activation_body(&code, pin).unwrap();
         let req: ActivateRequest = serde_json::from_value(body).unwrap();
-        subscriber::activate(&self.svc, req).unwrap();
+        subscriber::activate(&self.svc, req, None).unwrap();
         h
     }
 

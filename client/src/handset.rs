@@ -31,6 +31,37 @@ pub fn device_message(method: &str, path: &str, msisdn: &str, ts: i64) -> String
     format!("tmcs-dev-v1\n{method}\n{path}\n{msisdn}\n{ts}\n")
 }
 
+/// The `tmcs-dev-v2` message (an addition to CONTRACT §7): the v1 lines,
+/// then the base64url (no padding) SHA-256 of the request body.
+pub fn device_message_v2(method: &str, path: &str, msisdn: &str, ts: i64, body: &[u8]) -> String {
+    let digest =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(openssl::sha::sha256(body));
+    format!("tmcs-dev-v2\n{method}\n{path}\n{msisdn}\n{ts}\n{digest}\n")
+}
+
+/// `s` replaced by `n − s` when it is in the upper half (the low-S form
+/// that `tmcs-dev-v2` requires), DER encoded.
+fn low_s(der: &[u8]) -> Result<Vec<u8>> {
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::ecdsa::EcdsaSig;
+    let sig = EcdsaSig::from_der(der)?;
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let mut ctx = BigNumContext::new()?;
+    let mut n = BigNum::new()?;
+    group.order(&mut n, &mut ctx)?;
+    let mut half = BigNum::new()?;
+    half.rshift1(&n)?;
+    let s = sig.s().to_owned()?;
+    let s = if s > half {
+        let mut low = BigNum::new()?;
+        low.checked_sub(&n, &s)?;
+        low
+    } else {
+        s
+    };
+    EcdsaSig::from_private_components(sig.r().to_owned()?, s)?.to_der()
+}
+
 /// The uncompressed P-256 point of a PEM certificate's key.
 pub fn point_of_cert_pem(pem: &[u8]) -> Result<Vec<u8>> {
     let x = openssl::x509::X509::from_pem(pem)?;
@@ -92,6 +123,29 @@ impl Handset {
             &self.transport_point,
             &format!("v1|auth|{request_id}|{nonce}|{dtbs_sha256}|{pin}"),
         )
+    }
+
+    /// The `tmcs-dev-v2` `Authorization` header for `method path` with
+    /// `body` at unix time `ts`: the signature covers the body's SHA-256
+    /// and is in low-S form.
+    pub fn device_header_v2(
+        &self,
+        method: &str,
+        path: &str,
+        ts: i64,
+        body: &[u8],
+    ) -> Result<String> {
+        let msg = device_message_v2(method, path, &self.msisdn, ts, body);
+        let mut s = Signer::new(MessageDigest::sha256(), &self.device)?;
+        let sig = low_s(&s.sign_oneshot_to_vec(msg.as_bytes())?)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let digest =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(openssl::sha::sha256(body));
+        Ok(format!(
+            "TMCS-Device msisdn=\"{}\",ts=\"{ts}\",body_sha256=\"{digest}\",sig=\"{}\"",
+            self.msisdn,
+            b64.encode(sig)
+        ))
     }
 
     /// The `Authorization` header for `method path` at unix time `ts`.

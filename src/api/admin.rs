@@ -4,7 +4,8 @@ use crate::problem::Problem;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::body::read_capped;
+use super::body::read_limited;
+use super::body::JsonBody;
 use super::{ApiError, Caller, State};
 use crate::party::{self, Credential, NewParty};
 use crate::pki::lifecycle::{self, Transition};
@@ -50,9 +51,8 @@ struct RegisterBody {
 async fn register(
     state: web::Data<State>,
     caller: Caller,
-    body: web::Json<RegisterBody>,
+    JsonBody(b): JsonBody<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
     let issued = state
         .domain(move |svc| {
             subscriber::register(
@@ -176,7 +176,7 @@ async fn revoke_cert(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_capped(body, REASON_BODY_MAX).await?;
+    let body = read_limited(body, REASON_BODY_MAX, state.limits.deadline).await?;
     let reason = parse_reason(&body, Reason::Unspecified)?;
     cert_transition(state, caller, path.into_inner(), Transition::Revoke(reason)).await
 }
@@ -210,9 +210,8 @@ struct PartyBody {
 async fn register_party(
     state: web::Data<State>,
     caller: Caller,
-    body: web::Json<PartyBody>,
+    JsonBody(b): JsonBody<PartyBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
     let credential = match (b.certificate, b.csr) {
         (Some(c), None) => Credential::Certificate(c),
         (None, Some(c)) => Credential::Csr(c),
@@ -284,7 +283,7 @@ async fn revoke_party(
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_capped(body, REASON_BODY_MAX).await?;
+    let body = read_limited(body, REASON_BODY_MAX, state.limits.deadline).await?;
     let reason = parse_reason(&body, party::default_reason())?;
     party_transition(state, caller, path.into_inner(), Transition::Revoke(reason)).await
 }

@@ -43,6 +43,7 @@ async fn guard<B: MessageBody>(
         .match_pattern()
         .unwrap_or_else(|| req.path().split('/').take(3).collect::<Vec<_>>().join("/"));
     let method = req.method().to_string();
+    let source = req.peer_addr().map(|a| a.ip());
     let resolved = state
         .domain(move |svc| {
             access::authorize(
@@ -52,6 +53,7 @@ async fn guard<B: MessageBody>(
                     required,
                     method: &method,
                     route: &route,
+                    source,
                 },
             )
         })

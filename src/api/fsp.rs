@@ -4,7 +4,7 @@ use crate::problem::Problem;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::body::read_capped;
+use super::body::read_limited;
 use super::{ApiError, Caller, State};
 use crate::ims::MAX_IMS_BYTES;
 use crate::signing::{self, views::SubmitView};
@@ -36,7 +36,7 @@ async fn submit(
             "expected Content-Type: application/xml",
         ));
     }
-    let body = read_capped(payload, MAX_IMS_BYTES).await?;
+    let body = read_limited(payload, MAX_IMS_BYTES, state.limits.deadline).await?;
     let r = state
         .domain(move |svc| {
             let r = signing::submit(svc, caller.party_id.as_deref(), &caller.actor(), &body)?;

@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::body::JsonBody;
 use super::{ApiError, Caller, State};
 use crate::signing;
 
@@ -23,9 +24,8 @@ struct GatewayAuth {
 async fn authorize(
     state: web::Data<State>,
     caller: Caller,
-    body: web::Json<GatewayAuth>,
+    JsonBody(b): JsonBody<GatewayAuth>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
     let signed = state
         .domain(move |svc| {
             signing::authorize_gateway(svc, &caller.actor(), &b.msisdn, &b.request_id, &b.pin)

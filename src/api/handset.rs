@@ -1,17 +1,23 @@
 //! Handset API (`/v1/handset/`, CONTRACT §7): TLS server auth, device-key
 //! signatures on every call but `activate` (checked by the domain,
 //! [`crate::subscriber::device`]), and PIN blocks.
+//!
+//! The device signature is checked before the body is read, so a caller
+//! without one gets 401 whatever it sends; a `tmcs-dev-v2` body must then
+//! hash to the digest the signature covers.
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::body::{parse_json, read_limited};
 use super::{ApiError, State};
 use crate::signing;
 use crate::store::subscribers::SubscriberRow;
-use crate::subscriber::{self, ActivateRequest, DeviceCall};
+use crate::subscriber::{self, ActivateRequest, Authenticated, DeviceCall};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/activate", web::post().to(activate))
@@ -22,21 +28,92 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/requests/{id}/decline", web::post().to(decline));
 }
 
+/// The client's address.
+pub(super) fn source(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
 async fn activate(
     state: web::Data<State>,
-    body: web::Json<ActivateRequest>,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let req = body.into_inner();
+    let body = read_limited(payload, state.limits.max_bytes, state.limits.deadline).await?;
+    let activation: ActivateRequest = parse_json(&req, &body)?;
+    let source = source(&req);
     let done = state
-        .domain(move |svc| subscriber::activate(svc, req))
+        .domain(move |svc| subscriber::activate(svc, activation, source))
         .await?;
     Ok(HttpResponse::Ok().json(done))
 }
 
-/// A handset authenticated by its device key: the subscriber row that
-/// authentication read.
+/// What a device-authenticated call carries into its handler.
 #[derive(Debug, Clone)]
-pub struct Device(pub SubscriberRow);
+pub struct Device {
+    auth: Authenticated,
+    req: HttpRequest,
+}
+
+impl Device {
+    pub fn subscriber(&self) -> &SubscriberRow {
+        &self.auth.subscriber
+    }
+
+    /// Reads the JSON body, after checking a v2 signature covers it.
+    async fn body<T: DeserializeOwned + Send + 'static>(
+        &self,
+        state: &web::Data<State>,
+        payload: web::Payload,
+    ) -> Result<T, ApiError> {
+        let body = read_limited(payload, state.limits.max_bytes, state.limits.deadline).await?;
+        self.check(state, body.clone()).await?;
+        parse_json(&self.req, &body)
+    }
+
+    /// Reads a body that carries nothing (checked against a v2 digest).
+    async fn empty_body(
+        &self,
+        state: &web::Data<State>,
+        payload: web::Payload,
+    ) -> Result<(), ApiError> {
+        let body = read_limited(payload, 1024, state.limits.deadline).await?;
+        self.check(state, body).await
+    }
+
+    /// A v2 signature's digest must be the body's.
+    async fn check(&self, state: &web::Data<State>, body: web::Bytes) -> Result<(), ApiError> {
+        if self.auth.body_sha256.is_none() {
+            return Ok(());
+        }
+        let auth = self.auth.clone();
+        let (method, path, route, source) = call_parts(&self.req);
+        state
+            .domain(move |svc| {
+                subscriber::check_body(
+                    svc,
+                    &auth,
+                    DeviceCall {
+                        header: None,
+                        method: &method,
+                        path: &path,
+                        route: &route,
+                        source,
+                    },
+                    &body,
+                )
+            })
+            .await
+    }
+}
+
+fn call_parts(req: &HttpRequest) -> (String, String, String, Option<std::net::IpAddr>) {
+    (
+        req.method().to_string(),
+        req.path().to_string(),
+        req.match_pattern().unwrap_or_else(|| "/v1/handset".into()),
+        source(req),
+    )
+}
 
 async fn authenticate(req: HttpRequest) -> Result<Device, ApiError> {
     let state = req
@@ -48,10 +125,8 @@ async fn authenticate(req: HttpRequest) -> Result<Device, ApiError> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let method = req.method().to_string();
-    let path = req.path().to_string();
-    let route = req.match_pattern().unwrap_or_else(|| "/v1/handset".into());
-    let row = state
+    let (method, path, route, source) = call_parts(&req);
+    let auth = state
         .domain(move |svc| {
             subscriber::authenticate(
                 svc,
@@ -60,11 +135,12 @@ async fn authenticate(req: HttpRequest) -> Result<Device, ApiError> {
                     method: &method,
                     path: &path,
                     route: &route,
+                    source,
                 },
             )
         })
         .await?;
-    Ok(Device(row))
+    Ok(Device { auth, req })
 }
 
 impl FromRequest for Device {
@@ -86,34 +162,34 @@ struct PinChange {
 
 async fn change_pin(
     state: web::Data<State>,
-    Device(s): Device,
-    body: web::Json<PinChange>,
+    device: Device,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
+    let b: PinChange = device.body(&state, payload).await?;
+    let s = device.subscriber().clone();
     state
         .domain(move |svc| subscriber::change_pin(svc, &s, &b.old_pin_block, &b.new_pin_block))
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "status": "pin_changed" })))
 }
 
-async fn list_requests(
-    state: web::Data<State>,
-    Device(s): Device,
-) -> Result<HttpResponse, ApiError> {
+async fn list_requests(state: web::Data<State>, device: Device) -> Result<HttpResponse, ApiError> {
+    let id = device.subscriber().id.clone();
     let list = state
-        .domain(move |svc| signing::pending_for(svc, &s.id))
+        .domain(move |svc| signing::pending_for(svc, &id))
         .await?;
     Ok(HttpResponse::Ok().json(list))
 }
 
 async fn get_request(
     state: web::Data<State>,
-    Device(s): Device,
+    device: Device,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
+    let sub = device.subscriber().id.clone();
     let view = state
-        .domain(move |svc| signing::handset_view(svc, &s.id, &id))
+        .domain(move |svc| signing::handset_view(svc, &sub, &id))
         .await?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -126,12 +202,13 @@ struct Authorize {
 
 async fn authorize(
     state: web::Data<State>,
-    Device(s): Device,
+    device: Device,
     path: web::Path<String>,
-    body: web::Json<Authorize>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    let b = body.into_inner();
+    let b: Authorize = device.body(&state, payload).await?;
+    let s = device.subscriber().clone();
     let signed = state
         .domain(move |svc| signing::authorize_handset(svc, &s, &id, &b.pin_block))
         .await?;
@@ -140,12 +217,15 @@ async fn authorize(
 
 async fn decline(
     state: web::Data<State>,
-    Device(s): Device,
+    device: Device,
     path: web::Path<String>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
+    device.empty_body(&state, payload).await?;
+    let sub = device.subscriber().id.clone();
     let declined = state
-        .domain(move |svc| signing::decline(svc, &s.id, &id))
+        .domain(move |svc| signing::decline(svc, &sub, &id))
         .await?;
     Ok(HttpResponse::Ok().json(declined))
 }

@@ -41,7 +41,7 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let state = req.app_data::<web::Data<State>>().cloned();
     let request_id = request_id(&req);
     let span = tracing::info_span!("http", request_id = %request_id);
@@ -61,11 +61,11 @@ pub async fn observe(
     if let Some(st) = state {
         st.http
             .requests
-            .with_label_values(&[&method, &route, &status.to_string()])
+            .with_label_values(&[method, &route, &status.to_string()])
             .inc();
         st.http
             .seconds
-            .with_label_values(&[&method, &route])
+            .with_label_values(&[method, &route])
             .observe(elapsed.as_secs_f64());
     }
     tracing::info!(
@@ -77,6 +77,25 @@ pub async fn observe(
         "request"
     );
     Ok(res)
+}
+
+/// The method as a metrics label: the standard methods by name, anything
+/// else `other`, so made-up methods cannot grow `/metrics` (issue #8,
+/// finding 2). Routes are labelled by their pattern (or `unmatched`).
+fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::PATCH => "PATCH",
+        M::TRACE => "TRACE",
+        M::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// The caller's `X-Request-Id` when it is a sane token (1–64 of

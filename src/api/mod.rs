@@ -13,6 +13,7 @@ mod fsp;
 mod gateway;
 mod handset;
 mod health;
+mod limits;
 mod metrics;
 mod pki_routes;
 pub mod problem;
@@ -29,7 +30,7 @@ use tokio::sync::Semaphore;
 pub use crate::access::Caller;
 use crate::app::{App, AppError, Services};
 pub use crate::states::Role;
-pub use crate::subscriber::device::{device_message, parse_device_header};
+pub use crate::subscriber::device::{device_message, parse_device_header, DeviceHeader};
 pub use problem::ApiError;
 
 /// Shared by all workers.
@@ -37,6 +38,8 @@ pub struct State {
     pub app: App,
     pub http: metrics::HttpMetrics,
     pub crl: crate::pki::crl::CrlService,
+    pub limits: body::BodyLimits,
+    pub clients: limits::ClientLimits,
     blocking: Arc<Semaphore>,
 }
 
@@ -85,34 +88,12 @@ pub struct Bound {
     pub state: web::Data<State>,
 }
 
-fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(|err, _req: &HttpRequest| {
-            use actix_web::error::JsonPayloadError as J;
-            let e = match &err {
-                J::Overflow { .. } | J::OverflowKnownLength { .. } => {
-                    ApiError::coded(Problem::PayloadTooLarge, "the request body is too large")
-                }
-                J::ContentType => ApiError::coded(
-                    Problem::UnsupportedMediaType,
-                    "expected Content-Type: application/json",
-                ),
-                J::Deserialize(d) => {
-                    ApiError::coded(Problem::RequestMalformed, json_error_detail(d))
-                }
-                _ => ApiError::coded(Problem::RequestMalformed, "the request body cannot be read"),
-            };
-            e.into()
-        })
-}
-
 /// The detail for a JSON body that does not deserialise. serde's "invalid
 /// type/value/length" and "unknown variant" messages quote the offending
 /// value (e.g. a gateway's PIN sent as a number: ``integer `482619` ``); the
 /// body must never carry a PIN (CONTRACT §4), so those say what was
 /// expected and where, not what was sent.
-fn json_error_detail(e: &serde_json::Error) -> String {
+pub(crate) fn json_error_detail(e: &serde_json::Error) -> String {
     let msg = e.to_string();
     let quotes_value = [
         "invalid type",
@@ -135,10 +116,6 @@ fn json_error_detail(e: &serde_json::Error) -> String {
             e.column()
         ),
     }
-}
-
-fn payload_config(limit: usize) -> web::PayloadConfig {
-    web::PayloadConfig::new(limit)
 }
 
 /// Every route the service answers (method, path pattern). The OpenAPI
@@ -240,19 +217,24 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
         blocking: Arc::new(Semaphore::new(cfg.file.server.blocking_threads)),
         http,
         crl: crate::pki::crl::CrlService::default(),
+        limits: body::BodyLimits {
+            max_bytes: cfg.file.server.max_body_bytes,
+            deadline: Duration::from_secs(cfg.file.server.body_timeout_seconds.max(1)),
+        },
+        clients: limits::ClientLimits::new(&cfg.file.server, &app.registry)
+            .map_err(|e| AppError::Setup(format!("metrics: {e}")))?,
         app,
     });
     let acceptor = tls::acceptor(&cfg.tls_cert, &cfg.tls_key)?;
-    let limit = cfg.file.server.max_body_bytes;
     let data = state.clone();
+    let on_connect = state.clone();
     let mut server = HttpServer::new(move || {
         ActixApp::new()
             .app_data(data.clone())
-            .app_data(json_config(limit))
-            .app_data(payload_config(limit))
             .app_data(query_config())
             .app_data(path_config())
             .route("/openapi.json", web::get().to(openapi))
+            .wrap(middleware::from_fn(limits::gate))
             .wrap(middleware::from_fn(metrics::observe))
             .wrap(
                 middleware::DefaultHeaders::new()
@@ -284,7 +266,10 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
             )
             .default_service(web::to(not_found))
     })
-    .on_connect(tls::capture_peer_certificate)
+    .on_connect(move |conn, ext| {
+        tls::capture_peer_certificate(conn, ext);
+        on_connect.clients.on_connect(tls::peer_ip(conn), ext);
+    })
     .client_request_timeout(Duration::from_secs(cfg.file.server.request_timeout_seconds))
     .client_disconnect_timeout(Duration::from_secs(5))
     .keep_alive(Duration::from_secs(75))
@@ -344,6 +329,10 @@ async fn sweeper(state: web::Data<State>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        state.clients.prune();
+        if let Err(e) = state.domain(crate::audit::refusals::flush).await {
+            tracing::warn!(error = %e, "refusal counts not written");
+        }
         match state.domain(crate::sweeper::sweep).await {
             Ok(s) if s.requests == 0 && s.certificates == 0 => {}
             Ok(s) => tracing::info!(

@@ -80,7 +80,8 @@ async fn crl(state: web::Data<State>) -> Result<HttpResponse, ApiError> {
 /// RFC 6960 over HTTP POST (Appendix A.1). Always answers 200 with an
 /// `OCSPResponse`; failures are OCSP statuses, not HTTP errors.
 async fn ocsp(state: web::Data<State>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let body = super::body::read_capped(payload, OCSP_MAX_REQUEST_BYTES).await?;
+    let body =
+        super::body::read_limited(payload, OCSP_MAX_REQUEST_BYTES, state.limits.deadline).await?;
     let now = state.now();
     let validity = seconds(state.app.cfg.file.pki.ocsp_next_update_seconds);
     let svc = state.app.svc.clone();

@@ -125,6 +125,15 @@ impl From<crate::error::DomainError> for ApiError {
                 }
                 err
             }
+            D::Throttled {
+                detail,
+                retry_after,
+            } => {
+                let mut err = ApiError::coded(Problem::TooManyRequests, detail);
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                err.retry_after = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
+                err
+            }
             other => ApiError::internal(other),
         }
     }

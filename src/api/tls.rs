@@ -46,6 +46,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<SslAcceptorBuilder, AppError>
     Ok(b)
 }
 
+/// The client's address of a TLS connection.
+pub fn peer_ip(conn: &dyn Any) -> Option<std::net::IpAddr> {
+    let tls = conn.downcast_ref::<TlsStream<TcpStream>>()?;
+    tls.get_ref().peer_addr().ok().map(|a| a.ip())
+}
+
 pub fn capture_peer_certificate(conn: &dyn Any, ext: &mut Extensions) {
     let Some(tls) = conn.downcast_ref::<TlsStream<TcpStream>>() else {
         return;

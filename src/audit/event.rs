@@ -164,6 +164,16 @@ pub enum AuditEvent {
         role: Role,
         fingerprint: String,
     },
+    /// Refusals of unauthenticated callers from one source, counted over
+    /// one interval (see `audit::refusals`).
+    AuthRefused {
+        source: String,
+        count: u64,
+        first: String,
+        last: String,
+        reasons: std::collections::BTreeMap<String, u64>,
+        routes: std::collections::BTreeMap<String, u64>,
+    },
     AuthDenied {
         #[serde(skip_serializing_if = "Option::is_none")]
         method: Option<String>,
@@ -259,6 +269,7 @@ impl AuditEvent {
                 CertStatus::Revoked => "party.revoked",
             },
             E::ClientRegistered { .. } => "auth.client_registered",
+            E::AuthRefused { .. } => "auth.refused",
             E::AuthDenied { .. } => "auth.denied",
             E::RequestReceived { .. } => "request.received",
             E::RequestRejected { .. } => "request.rejected",

@@ -13,6 +13,7 @@
 mod checkpoint;
 mod event;
 pub mod query;
+pub mod refusals;
 mod verify;
 
 use serde::{Deserialize, Serialize};

@@ -137,6 +137,9 @@ pub struct Pki {
     pub public_url: String,
     pub organization: String,
     pub country: String,
+    /// CAs a party's given certificate must chain to, besides the tmcs CA
+    /// (empty: any certificate is accepted).
+    pub party_anchors: Vec<X509>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -154,6 +157,8 @@ pub struct PkiSettings {
     pub organization: String,
     pub country: String,
     pub profiles: Profiles,
+    /// CAs a party's given certificate must chain to (empty: any).
+    pub party_anchors: Vec<X509>,
 }
 
 fn key_id(conn: &mut DbConn, name: &str) -> Result<KeyId, PkiError> {
@@ -194,11 +199,39 @@ impl Pki {
                 ocsp: current(c, names::OCSP)?,
                 custody,
                 profiles: settings.profiles,
+                party_anchors: settings.party_anchors,
                 public_url: settings.public_url,
                 organization: settings.organization,
                 country: settings.country,
             })
         })
+    }
+
+    /// Whether `cert` chains, at `now`, to a party trust anchor or the tmcs
+    /// CA. Always true when no anchors are configured.
+    pub fn party_chain_ok(&self, cert: &X509, now: OffsetDateTime) -> Result<bool, PkiError> {
+        use openssl::stack::Stack;
+        use openssl::x509::store::X509StoreBuilder;
+        use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
+        use openssl::x509::X509StoreContext;
+        if self.party_anchors.is_empty() {
+            return Ok(true);
+        }
+        let mut store = X509StoreBuilder::new()?;
+        for a in &self.party_anchors {
+            store.add_cert(a.clone())?;
+        }
+        store.add_cert(X509::from_der(&self.root.info.der)?)?;
+        store.add_cert(X509::from_der(&self.issuing.info.der)?)?;
+        let mut param = X509VerifyParam::new()?;
+        param.set_flags(X509VerifyFlags::PARTIAL_CHAIN)?;
+        param.set_time(now.unix_timestamp());
+        store.set_param(&param)?;
+        let store = store.build();
+        let chain = Stack::new()?;
+        let mut ctx = X509StoreContext::new()?;
+        let ok = ctx.init(&store, cert, &chain, |c| c.verify_cert())?;
+        Ok(ok)
     }
 
     /// `ca.pem`: the root, then the issuing CA.

@@ -172,8 +172,8 @@ fn submit_inner(
             "the amount is above the per-payment limit",
         ));
     }
-    let skew = (t - m.timestamp.unix_timestamp()).abs();
-    if skew > policy.max_clock_skew_seconds {
+    let skew = t.abs_diff(m.timestamp.unix_timestamp());
+    if skew > policy.max_clock_skew_seconds.unsigned_abs() {
         return Err(reject(
             Problem::ImsStale,
             format!(

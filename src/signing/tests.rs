@@ -420,22 +420,22 @@ fn activation_refusals() {
         serde_json::from_value(h.activation_body(code, pin).unwrap()).unwrap()
     };
     refused(
-        subscriber::activate(&kit.svc, req(&code, "1234")),
+        subscriber::activate(&kit.svc, req(&code, "1234"), None),
         Problem::PinTrivial,
     );
     refused(
-        subscriber::activate(&kit.svc, req(&code, "12a4")),
+        subscriber::activate(&kit.svc, req(&code, "12a4"), None),
         Problem::PinInvalid,
     );
     for left in [2u32, 1, 0] {
         let e = refused(
-            subscriber::activate(&kit.svc, req("00000000", PIN)),
+            subscriber::activate(&kit.svc, req("00000000", PIN), None),
             Problem::ActivationBadCode,
         );
         assert!(matches!(e, DomainError::Rejected { attempts_left: Some(l), .. } if l == left));
     }
     refused(
-        subscriber::activate(&kit.svc, req(&code, PIN)),
+        subscriber::activate(&kit.svc, req(&code, PIN), None),
         Problem::SubscriberBlocked,
     );
 
@@ -459,7 +459,7 @@ fn activation_refusals() {
     let r: subscriber::ActivateRequest =
         serde_json::from_value(h2.activation_body(&code, PIN).unwrap()).unwrap();
     refused(
-        subscriber::activate(&kit.svc, r),
+        subscriber::activate(&kit.svc, r, None),
         Problem::ActivationExpired,
     );
     let r: subscriber::ActivateRequest = serde_json::from_value(
@@ -469,10 +469,19 @@ fn activation_refusals() {
             .unwrap(),
     )
     .unwrap();
-    refused(
-        subscriber::activate(&kit.svc, r),
-        Problem::ActivationNotPending,
+    // No activation pending: the same answer as a wrong code for a pending
+    // one, counting down per source.
+    let e = refused(
+        subscriber::activate(&kit.svc, r, None),
+        Problem::ActivationBadCode,
     );
+    assert!(matches!(
+        e,
+        DomainError::Rejected {
+            attempts_left: Some(2),
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -491,6 +500,7 @@ fn device_authentication_refusals() {
                 method,
                 path: "/v1/handset/requests",
                 route: "/v1/handset/requests",
+                source: None,
             },
         );
         r
@@ -498,7 +508,7 @@ fn device_authentication_refusals() {
     let good = h
         .device_header("POST", "/v1/handset/requests", now)
         .unwrap();
-    assert_eq!(call(Some(&good), "POST").unwrap().msisdn, m);
+    assert_eq!(call(Some(&good), "POST").unwrap().subscriber.msisdn, m);
     // The same signature again on a state-changing call.
     refused(call(Some(&good), "POST"), Problem::AuthDeviceSignature);
     refused(call(None, "GET"), Problem::AuthDeviceSignature);
@@ -508,5 +518,14 @@ fn device_authentication_refusals() {
     refused(call(Some(&stale), "GET"), Problem::AuthDeviceSignature);
     let other_path = h.device_header("GET", "/v1/handset/pin", now).unwrap();
     refused(call(Some(&other_path), "GET"), Problem::AuthDeviceSignature);
-    assert!(kit.events("auth.denied").len() >= 4);
+    // The replay (a valid signature) is its own event; the callers who
+    // proved nothing are counted, and written as one event per source.
+    assert_eq!(kit.events("auth.denied").len(), 1);
+    assert_eq!(kit.svc.refusals.pending(), 1);
+    assert_eq!(crate::audit::refusals::flush(&kit.svc).unwrap(), 1);
+    let refused = kit.events("auth.refused");
+    assert_eq!(refused.len(), 1);
+    let d: serde_json::Value = serde_json::from_str(&refused[0].details).unwrap();
+    assert_eq!(d["count"], 3, "{d}");
+    assert_eq!(crate::audit::refusals::flush(&kit.svc).unwrap(), 0);
 }

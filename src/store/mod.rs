@@ -161,6 +161,8 @@ impl Store {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| StoreError::Pool(format!("{}: {e}", dir.display())))?;
             }
+            crate::fsutil::create_private(path)
+                .map_err(|e| StoreError::Pool(format!("{}: {e}", path.display())))?;
         }
         let manager = Manager {
             url: s.url.clone(),

@@ -32,7 +32,7 @@ use crate::store::{DbConn, Locked};
 
 pub use crate::states::SubscriberState;
 pub use activation::{activate, ActivateRequest, Activated};
-pub use device::{authenticate, DeviceCall};
+pub use device::{authenticate, check_body, Authenticated, DeviceCall};
 pub use pin_change::change_pin;
 pub use registration::{
     block, disconnect, register, unblock, view, Disconnected, Registered, Registration,

@@ -59,14 +59,54 @@ pub struct Blocked {
     pub state: SubscriberState,
 }
 
+/// Bidirectional overrides and isolates (Trojan Source, CVE-2021-42574):
+/// they make a name display as something else.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Characters that take no room: a name of only these shows as nothing.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
+        )
+}
+
 fn check_text(field: &str, v: &str, max: usize) -> DomainResult<()> {
-    if v.trim().is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+    let bad = v.chars().all(is_invisible)
+        || v.chars().count() > max
+        || v.chars().any(|c| c.is_control() || is_bidi_control(c));
+    if bad {
         return Err(reject(
             Problem::RequestInvalid,
-            format!("{field} must be 1-{max} printable characters"),
+            format!("{field} must be 1-{max} printable characters, without bidirectional controls"),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_show_what_they_are() {
+        assert!(check_text("n", "Anna Müller", 128).is_ok());
+        assert!(check_text("n", "علي", 128).is_ok());
+        for bad in [
+            "",
+            "   ",
+            "\u{200B}\u{200C}",
+            "\u{FEFF}",
+            "abc\u{202E}fed",
+            "x\u{2066}y",
+            "tab\there",
+        ] {
+            assert!(check_text("n", bad, 128).is_err(), "{bad:?}");
+        }
+    }
 }
 
 /// `POST /v1/admin/subscribers`: registers, or reactivates an archived

@@ -196,7 +196,9 @@ async fn roles_are_enforced_per_prefix(db: Db) {
     let (st, _, body) = json_of(stranger.get(s.url(path)).send().await.unwrap()).await;
     assert_eq!((st, body["code"].as_str()), (403, Some("auth.forbidden")));
 
-    // The auditor API is the auditor's alone, and it saw the refusals.
+    // The auditor API is the auditor's alone, and it saw the refusals: each
+    // registered client's as its own event, the callers who proved nothing
+    // counted into one `auth.refused` event per source.
     let (st, _, _) = json_of(
         s.as_client("operator")
             .get(s.url("/v1/audit/events"))
@@ -206,6 +208,7 @@ async fn roles_are_enforced_per_prefix(db: Db) {
     )
     .await;
     assert_eq!(st, 403);
+    assert_eq!(tmcs::audit::refusals::flush(&s.app.svc).unwrap(), 1);
     let (st, _, body) = json_of(
         s.as_client("auditor")
             .get(s.url("/v1/audit/events?action=auth.denied&limit=50"))
@@ -216,13 +219,36 @@ async fn roles_are_enforced_per_prefix(db: Db) {
     .await;
     assert_eq!(st, 200, "{body}");
     let events = body["events"].as_array().unwrap();
-    assert_eq!(events.len(), 5, "{body}");
+    assert_eq!(events.len(), 3, "{body}");
     assert!(events.iter().all(|e| e["action"] == "auth.denied"));
-    assert_eq!(events[0]["actor"], "anonymous");
-    assert!(events[1]["actor"]
+    assert!(events[0]["actor"]
         .as_str()
         .unwrap()
         .starts_with("auditor:sha256:"));
+    assert!(events[1]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("fsp:sha256:"));
+    let (st, _, body) = json_of(
+        s.as_client("auditor")
+            .get(s.url("/v1/audit/events?action=auth.refused&limit=50"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let refused = body["events"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{body}");
+    assert_eq!(refused[0]["actor"], "anonymous");
+    assert_eq!(refused[0]["subject"], "source:127.0.0.1");
+    let d = &refused[0]["details"];
+    assert_eq!(d["count"], 2, "{d}");
+    assert_eq!(d["reasons"]["a client certificate is required"], 1, "{d}");
+    assert_eq!(
+        d["reasons"]["the client certificate is not registered"], 1,
+        "{d}"
+    );
     let (st, _, body) = json_of(
         s.as_client("auditor")
             .get(s.url("/v1/audit/checkpoints"))

@@ -208,7 +208,9 @@ fn crypto_floor(
     let hdr = h
         .device_header("GET", "/x", 1)
         .map_err(|e| fail(e.to_string()))?;
-    let (_, _, dev_sig) = tmcs::api::parse_device_header(&hdr).ok_or_else(|| fail("header"))?;
+    let dev_sig = tmcs::api::parse_device_header(&hdr)
+        .ok_or_else(|| fail("header"))?
+        .sig;
     let dev_msg = tmcs::api::device_message("GET", "/x", &h.msisdn, 1);
     let c = b"ims-c1\ntype:small\nref:x\nfrom.id:tel:+4900000000\nto.id:a@merchant.b\ntimestamp:2026-01-01T00:00:00Z\namount:EUR1.00\n".to_vec();
     let m_sig = sign(&merchant.key, &c)?;
