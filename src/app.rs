@@ -100,8 +100,12 @@ pub fn pki_settings(cfg: &Config) -> Result<PkiSettings, AppError> {
             certs
         }
     };
+    let public_url = match cfg.file.pki.public_base_url.as_str() {
+        "" => cfg.file.server.public_url.clone(),
+        base => base.to_string(),
+    };
     Ok(PkiSettings {
-        public_url: cfg.file.server.public_url.clone(),
+        public_url,
         organization: cfg.file.pki.organization.clone(),
         country: cfg.file.pki.country.clone(),
         profiles: Profiles::load(dir.as_deref())?,
@@ -127,6 +131,8 @@ pub struct Services {
     pub refusals: Arc<crate::audit::refusals::RefusalLog>,
     /// Per-source activation misses and decoys.
     pub activation: Arc<crate::subscriber::activation::ActivationGuard>,
+    /// The OCSP responder and its pre-signed answers.
+    pub ocsp: Arc<crate::pki::ocsp::Responder>,
 }
 
 impl std::fmt::Debug for Services {
@@ -150,7 +156,18 @@ impl Services {
         let pins =
             PinHasher::new(&cfg.file.pin, pki.keys.pin_pepper.clone()).map_err(AppError::Setup)?;
         let policy = Policy::from_config(&cfg.file.policy).map_err(AppError::Setup)?;
+        let ocsp = crate::pki::ocsp::Responder::new(
+            &pki,
+            time::Duration::seconds(
+                i64::try_from(cfg.file.pki.ocsp_next_update_seconds.max(60)).unwrap_or(3600),
+            ),
+            match cfg.file.pki.ocsp_nonce.as_str() {
+                "echo" => crate::pki::ocsp::NoncePolicy::Echo,
+                _ => crate::pki::ocsp::NoncePolicy::Ignore,
+            },
+        )?;
         Ok(Services {
+            ocsp: Arc::new(ocsp),
             clock,
             store,
             custody,
@@ -225,6 +242,11 @@ impl App {
         registry
             .register(Box::new(svc.activation.attempts.clone()))
             .map_err(|e| AppError::Setup(e.to_string()))?;
+        for c in [&svc.ocsp.signed, &svc.ocsp.served_cached] {
+            registry
+                .register(Box::new(c.clone()))
+                .map_err(|e| AppError::Setup(e.to_string()))?;
+        }
         Ok(App {
             cfg: Arc::new(cfg),
             svc,

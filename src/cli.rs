@@ -360,10 +360,21 @@ fn serve(app: App) -> Result<(), Failure> {
             println!("tmcs listening on https://{a}");
         }
         let handle = bound.server.handle();
+        let pki_handle = bound.pki.as_ref().map(|l| l.server.handle());
+        if let Some(pki) = bound.pki {
+            for a in &pki.addrs {
+                tracing::info!("tmcs public PKI on http://{a}/pki/");
+                println!("tmcs public PKI on http://{a}/pki/");
+            }
+            actix_web::rt::spawn(pki.server);
+        }
         actix_web::rt::spawn(crate::api::background(bound.state.clone()));
         actix_web::rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
+            if let Some(h) = pki_handle {
+                h.stop(true).await;
+            }
             handle.stop(true).await;
         });
         bound.server.await.map_err(|e| Failure::failed(&e))

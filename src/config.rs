@@ -183,6 +183,15 @@ pub struct PkiSection {
     /// PEM bundle of CAs a party's given certificate must chain to (besides
     /// the tmcs CA); empty accepts any certificate with a suitable key.
     pub party_trust_anchors: String,
+    /// Plain-HTTP listener for `/pki/*` only (RFC 5280 relying parties fetch
+    /// CRLs and OCSP over http://); empty disables it.
+    pub http_listen: String,
+    /// Base URL of the public PKI written into issued certificates (AIA
+    /// OCSP, CRL distribution point); empty means `server.public_url`.
+    pub public_base_url: String,
+    /// OCSP nonces: `ignore` (answer from the pre-signed cache, RFC 8954 §2.1)
+    /// or `echo` (sign a fresh answer carrying the nonce).
+    pub ocsp_nonce: String,
 }
 
 impl Default for PkiSection {
@@ -196,6 +205,9 @@ impl Default for PkiSection {
             crl_next_update_seconds: 86_400,
             ocsp_next_update_seconds: 3_600,
             party_trust_anchors: String::new(),
+            http_listen: "127.0.0.1:8080".into(),
+            public_base_url: "http://localhost:8080".into(),
+            ocsp_nonce: "ignore".into(),
         }
     }
 }
@@ -472,6 +484,9 @@ impl Config {
         }
         if !matches!(f.server.log_format.as_str(), "text" | "json") {
             return Err(invalid("server.log_format", "must be \"text\" or \"json\""));
+        }
+        if !matches!(f.pki.ocsp_nonce.as_str(), "ignore" | "echo") {
+            return Err(invalid("pki.ocsp_nonce", "must be \"ignore\" or \"echo\""));
         }
         Ok(())
     }

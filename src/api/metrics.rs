@@ -68,14 +68,21 @@ pub async fn observe(
             .with_label_values(&[method, &route])
             .observe(elapsed.as_secs_f64());
     }
-    tracing::info!(
-        request_id = %request_id,
-        method = %method,
-        route = %route,
-        status,
-        ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+    // The public PKI answers anyone, often and cheaply: its requests are
+    // logged at debug level (metrics still count them).
+    if route.starts_with("/pki/") {
+        tracing::debug!(request_id = %request_id, method = %method, route = %route, status,
+            ms = elapsed.as_secs_f64() * 1000.0, "request");
+    } else {
+        tracing::info!(
+            request_id = %request_id,
+            method = %method,
+            route = %route,
+            status,
+            ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
     Ok(res)
 }
 

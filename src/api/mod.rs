@@ -86,6 +86,58 @@ pub struct Bound {
     pub server: actix_web::dev::Server,
     pub addrs: Vec<SocketAddr>,
     pub state: web::Data<State>,
+    /// The plain-HTTP listener of the public PKI, unless disabled.
+    pub pki: Option<Listener>,
+}
+
+/// A second listener (already running; await or stop it through its handle).
+pub struct Listener {
+    pub server: actix_web::dev::Server,
+    pub addrs: Vec<SocketAddr>,
+}
+
+async fn pki_not_found() -> actix_web::HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::coded(
+        crate::problem::Problem::NotFound,
+        "this listener serves /pki/ only",
+    ))
+}
+
+/// The plain-HTTP listener: `/pki/*` only, with the same per-address
+/// limits and metrics, no TLS (relying parties check certificates over
+/// http://, RFC 5280), keep-alive.
+fn bind_pki_http(state: &web::Data<State>, listen: &str) -> Result<Listener, AppError> {
+    let cfg = state.app.cfg.clone();
+    let data = state.clone();
+    let on_connect = state.clone();
+    let mut server = HttpServer::new(move || {
+        ActixApp::new()
+            .app_data(data.clone())
+            .app_data(path_config())
+            .wrap(middleware::from_fn(limits::gate))
+            .wrap(middleware::from_fn(metrics::observe))
+            .wrap(middleware::DefaultHeaders::new().add(("x-content-type-options", "nosniff")))
+            .configure(pki_routes::routes)
+            .default_service(web::to(pki_not_found))
+    })
+    .on_connect(move |conn, ext| on_connect.clients.on_connect(tls::peer_ip(conn), ext))
+    .client_request_timeout(Duration::from_secs(cfg.file.server.request_timeout_seconds))
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .keep_alive(Duration::from_secs(75))
+    .max_connections(cfg.file.server.max_connections)
+    .shutdown_timeout(10)
+    .disable_signals();
+    if cfg.file.server.workers > 0 {
+        server = server.workers(cfg.file.server.workers);
+    }
+    let server = server
+        .bind(listen)
+        .map_err(|e| AppError::Setup(format!("cannot listen on {listen}: {e}")))?;
+    let addrs = server.addrs();
+    Ok(Listener {
+        server: server.run(),
+        addrs,
+    })
 }
 
 /// The detail for a JSON body that does not deserialise. serde's "invalid
@@ -131,6 +183,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/pki/audit.pem"),
     ("GET", "/pki/crl"),
     ("POST", "/pki/ocsp"),
+    ("GET", "/pki/ocsp/{request}"),
     ("POST", "/v1/admin/subscribers"),
     ("GET", "/v1/admin/subscribers/{msisdn}"),
     ("POST", "/v1/admin/subscribers/{msisdn}/block"),
@@ -285,10 +338,16 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
             AppError::Setup(format!("cannot listen on {}: {e}", cfg.file.server.listen))
         })?;
     let addrs = server.addrs();
+    let server = server.run();
+    let pki = match cfg.file.pki.http_listen.as_str() {
+        "" => None,
+        listen => Some(bind_pki_http(&state, listen)?),
+    };
     Ok(Bound {
-        server: server.run(),
+        server,
         addrs,
         state,
+        pki,
     })
 }
 

@@ -46,10 +46,13 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<SslAcceptorBuilder, AppError>
     Ok(b)
 }
 
-/// The client's address of a TLS connection.
+/// The client's address of a TLS or plain TCP connection.
 pub fn peer_ip(conn: &dyn Any) -> Option<std::net::IpAddr> {
-    let tls = conn.downcast_ref::<TlsStream<TcpStream>>()?;
-    tls.get_ref().peer_addr().ok().map(|a| a.ip())
+    let tcp = match conn.downcast_ref::<TlsStream<TcpStream>>() {
+        Some(tls) => tls.get_ref(),
+        None => conn.downcast_ref::<TcpStream>()?,
+    };
+    tcp.peer_addr().ok().map(|a| a.ip())
 }
 
 pub fn capture_peer_certificate(conn: &dyn Any, ext: &mut Extensions) {

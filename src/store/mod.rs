@@ -212,14 +212,17 @@ impl Store {
     {
         let mut pooled = self.conn()?;
         let c: &mut DbConn = &mut pooled;
-        c.transaction(|c| {
+        revocation::transaction_ended(false);
+        let result = c.transaction(|c| {
             if matches!(c, DbConn::Sqlite(_)) {
                 diesel::update(schema::write_lock::table)
                     .set(schema::write_lock::n.eq(schema::write_lock::n + 1))
                     .execute(c)?;
             }
             f(c)
-        })
+        });
+        revocation::transaction_ended(result.is_ok());
+        result
     }
 
     /// Applies pending migrations; returns the names of those applied.

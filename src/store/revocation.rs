@@ -16,12 +16,40 @@ pub struct CrlRow {
     pub der_b64: String,
 }
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+thread_local! {
+    /// Set when this thread's open transaction moved the epoch.
+    static BUMPED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Counts committed epoch changes made by this process, so caches in it
+/// (the OCSP responder) see a local status change at once, without asking
+/// the database on every request. Other nodes' changes reach them through
+/// the database epoch, read at most a second apart.
+static LOCAL_CHANGES: AtomicU64 = AtomicU64::new(0);
+
 /// Call in the same transaction as any change to a certificate's status.
 pub fn bump_epoch(conn: &mut DbConn) -> DbResult<()> {
     diesel::update(pki_state::table.find(1))
         .set(pki_state::revocation_epoch.eq(pki_state::revocation_epoch + 1))
         .execute(conn)?;
+    BUMPED.with(|b| b.set(true));
     Ok(())
+}
+
+/// Called by `Store::write` when a transaction ends: counts a committed
+/// epoch change, forgets one that rolled back.
+pub(crate) fn transaction_ended(committed: bool) {
+    if BUMPED.with(|b| b.replace(false)) && committed {
+        LOCAL_CHANGES.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How many epoch changes this process has committed so far.
+pub fn local_changes() -> u64 {
+    LOCAL_CHANGES.load(Ordering::SeqCst)
 }
 
 /// Locks the `pki_state` row until the transaction ends (a no-op update),

@@ -215,6 +215,7 @@ async fn no_secrets_in_the_database_or_the_log() {
         .arg(&data)
         .arg("serve")
         .env("TMCS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TMCS_PKI__HTTP_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
         .stdout(std::process::Stdio::null())
         .stderr(log)

@@ -91,6 +91,7 @@ impl Env {
             ("TMCS_HSM__TOKEN_LABEL".into(), unique("t-")),
             ("TMCS_HSM__SOFTHSM_CONF".into(), conf.display().to_string()),
             ("TMCS_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+            ("TMCS_PKI__HTTP_LISTEN".into(), "127.0.0.1:0".into()),
             ("TMCS_SERVER__WORKERS".into(), "2".into()),
             // Fast argon2 in tests; the benchmark uses the real defaults.
             ("TMCS_PIN__ARGON2_MEMORY_KIB".into(), "1024".into()),
@@ -142,6 +143,10 @@ impl Env {
 /// A running server and clients for it.
 pub struct Served {
     pub base: String,
+    /// `http://127.0.0.1:<port>` of the plain-HTTP PKI listener.
+    #[allow(dead_code)] // used by the PKI suites
+    pub pki_base: String,
+    pki_handle: actix_web::dev::ServerHandle,
     #[allow(dead_code)] // used by the lifecycle suites
     pub app: App,
     pub handle: actix_web::dev::ServerHandle,
@@ -157,7 +162,13 @@ impl Served {
         let addr = bound.addrs[0];
         let handle = bound.server.handle();
         actix_web::rt::spawn(bound.server);
+        let pki = bound.pki.expect("the plain-HTTP PKI listener");
+        let pki_handle = pki.server.handle();
+        let pki_base = format!("http://127.0.0.1:{}", pki.addrs[0].port());
+        actix_web::rt::spawn(pki.server);
         Served {
+            pki_base,
+            pki_handle,
             base: format!("https://localhost:{}", addr.port()),
             app,
             handle,
@@ -182,6 +193,7 @@ impl Served {
     }
 
     pub async fn stop(self) {
+        self.pki_handle.stop(false).await;
         self.handle.stop(false).await;
     }
 }

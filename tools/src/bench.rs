@@ -337,19 +337,19 @@ fn histogram(app: &App, name: &str, label: Option<(&str, &str)>) -> (f64, u64) {
 }
 
 async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
+    let local = crate::demo::start_local(&cfg, clock).await?;
     let crate::demo::Local {
         app,
-        handle,
         base,
         ca,
         anon,
         operator,
         ..
-    } = crate::demo::start_local(&cfg, clock).await?;
+    } = &local;
     let (merchant, _) =
-        register_party(&base, &operator, "Bench.Shop@merchant.bench", "merchant").await?;
-    let (fsp_party, _) = register_party(&base, &operator, "Bench.FSP@fsp.bench", "fsp").await?;
-    let fsp = party_client(&ca, &fsp_party)?;
+        register_party(base, operator, "Bench.Shop@merchant.bench", "merchant").await?;
+    let (fsp_party, _) = register_party(base, operator, "Bench.FSP@fsp.bench", "fsp").await?;
+    let fsp = party_client(ca, &fsp_party)?;
 
     // Handsets: registered and activated through the real API.
     let mut mut_res = anon
@@ -381,18 +381,18 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
     }
     let (merchant, fsp_party) = (Arc::new(merchant), Arc::new(fsp_party));
     let sh = std::rc::Rc::new(Shared {
-        base,
+        base: base.clone(),
         fsp,
-        anon,
+        anon: anon.clone(),
         merchant: merchant.clone(),
         fsp_party: fsp_party.clone(),
         app: app.clone(),
     });
 
     // Baselines of the server metrics before the timed phase.
-    let hsm_before = histogram(&app, "tmcs_hsm_operation_seconds", None);
-    let argon_before = histogram(&app, "tmcs_pin_argon2_seconds", None);
-    let wait_before = histogram(&app, "tmcs_pin_argon2_wait_seconds", None);
+    let hsm_before = histogram(app, "tmcs_hsm_operation_seconds", None);
+    let argon_before = histogram(app, "tmcs_pin_argon2_seconds", None);
+    let wait_before = histogram(app, "tmcs_pin_argon2_wait_seconds", None);
 
     let submit_ms = Arc::new(std::sync::Mutex::new(Vec::new()));
     let auth_ms = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -419,9 +419,9 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
     let elapsed = start.elapsed().as_secs_f64();
     let rss_end = rss_mb();
 
-    let hsm_after = histogram(&app, "tmcs_hsm_operation_seconds", None);
-    let argon_after = histogram(&app, "tmcs_pin_argon2_seconds", None);
-    let wait_after = histogram(&app, "tmcs_pin_argon2_wait_seconds", None);
+    let hsm_after = histogram(app, "tmcs_hsm_operation_seconds", None);
+    let argon_after = histogram(app, "tmcs_pin_argon2_seconds", None);
+    let wait_after = histogram(app, "tmcs_pin_argon2_wait_seconds", None);
     let mut auth = auth_ms.lock().map(|v| v.clone()).unwrap_or_default();
     let subs = submit_ms.lock().map(|v| v.clone()).unwrap_or_default();
     auth.sort_by(f64::total_cmp);
@@ -431,7 +431,7 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
     let auth_per_s = n_auth / elapsed;
     let sub_per_s = subs.len() as f64 / elapsed;
 
-    handle.stop(true).await;
+    local.stop().await;
     let app2 = app.clone();
     let floor_seconds = opts.floor_seconds;
     let (floor, threads) = actix_web::rt::task::spawn_blocking(move || {

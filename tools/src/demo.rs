@@ -142,10 +142,22 @@ pub(crate) struct Local {
     pub(crate) app: App,
     pub(crate) handle: actix_web::dev::ServerHandle,
     pub(crate) base: String,
+    /// The plain-HTTP PKI listener: `http://127.0.0.1:<port>` and its handle.
+    pub(crate) pki: Option<(String, actix_web::dev::ServerHandle)>,
     pub(crate) ca: std::path::PathBuf,
     pub(crate) anon: awc::Client,
     pub(crate) operator: awc::Client,
     pub(crate) created: usize,
+}
+
+impl Local {
+    /// Stops the listeners.
+    pub(crate) async fn stop(&self) {
+        if let Some((_, h)) = &self.pki {
+            h.stop(true).await;
+        }
+        self.handle.stop(true).await;
+    }
 }
 
 /// `tmcs init`, then the HTTPS service on a free port of this actix system.
@@ -165,6 +177,12 @@ pub(crate) async fn start_local(cfg: &Config, clock: SharedClock) -> Result<Loca
         .ok_or_else(|| fail("no listener"))?;
     let handle = bound.server.handle();
     actix_web::rt::spawn(bound.server);
+    let pki = bound.pki.and_then(|l| {
+        let port = l.addrs.first()?.port();
+        let h = l.server.handle();
+        actix_web::rt::spawn(l.server);
+        Some((format!("http://127.0.0.1:{port}"), h))
+    });
     let ca = cfg.ca_pem.clone();
     let anon = ctx!(tmcs_client::https::https_client(&ca, None), "client")?;
     let identity = (
@@ -179,6 +197,7 @@ pub(crate) async fn start_local(cfg: &Config, clock: SharedClock) -> Result<Loca
         app,
         handle,
         base: format!("https://localhost:{port}"),
+        pki,
         ca,
         anon,
         operator,
@@ -204,7 +223,7 @@ async fn run_async(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
     let (_, ready) = call(l.anon.get(format!("{}/readyz", l.base)), None, "readyz").await?;
     out.line(&format!("/readyz: {ready}"));
     let result = flow(&mut out, &l.app, &l.base, &l.ca, &l.anon, &l.operator).await;
-    l.handle.stop(true).await;
+    l.stop().await;
     result
 }
 

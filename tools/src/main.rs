@@ -53,11 +53,18 @@ fn run(c: Cli) -> Result<(), Failure> {
 }
 
 /// The configuration for a fresh temporary data dir: the usual layers
-/// (`--config` or ./tmcs.toml, then `TMCS_*`), the service on any free port
-/// of loopback (the tools talk to themselves), and the SoftHSM2 environment
+/// (`--config` or ./tmcs.toml, then `TMCS_*`), the service and its plain-HTTP
+/// PKI listener on any free port of loopback (the tools talk to themselves),
+/// and the SoftHSM2 environment
 /// prepared before any thread exists.
 fn local_config(config: Option<&Path>, dir: &Path) -> Result<tmcs::config::Config, Failure> {
-    let extra = vec![("TMCS_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string())];
+    let extra = vec![
+        ("TMCS_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string()),
+        (
+            "TMCS_PKI__HTTP_LISTEN".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+    ];
     let cfg = cli::load_config_with(config, dir, extra)?;
     tmcs::hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
     Ok(cfg)
