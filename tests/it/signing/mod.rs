@@ -1,6 +1,22 @@
 //! Delegated signing over the real API (CONTRACT §4–§7): merchant → FSP →
 //! tmcs → handset (or gateway) → tmcs → FSP, with every signature judged by
 //! the openssl CLI, and every refusal checked to leave the state unchanged.
+//!
+//! This file is the fixture the scenarios share (and `core_bugs.rs` uses):
+//! [`Fx`], a served instance with a merchant and an FSP registered by CSR,
+//! which builds, signs and submits iMS messages and drives the handset API;
+//! the RFC 9457 check [`problem`]; readers of the stored requests and audit
+//! events; and the openssl judge of signatures. Each scenario starts its own
+//! `Fx`, runs on SQLite and PostgreSQL, and ends with `Fx::finish`, which
+//! verifies the audit chain. The scenarios, one behaviour each:
+//!
+//! - `happy.rs`: the canonical forms, submission, what the handset shows,
+//!   one signature over exactly C, exactly once, person to person (§5–§7);
+//! - `submission.rs`: refused submissions and the payer's and merchant's
+//!   state (§4–§6);
+//! - `authorisation.rs`: refused authorisations, decline, gateway, expiry
+//!   (§4, §6–§7);
+//! - `at_rest.rs`: no PIN in replies, audit events or database files (§4, §7).
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -14,10 +30,10 @@ use tmcs::ims::{ImsMessage, Money, PartyId, Ref};
 use tmcs::store::audit_rows::{self, EventFilter, EventRow};
 use tmcs_client::Handset;
 
-use crate::on_both_backends_async;
 use crate::pkicheck::{openssl_bg, path_str, write_pem};
-use crate::support::{get_json, json_of, post_json, random_msisdn, unique, Db, Env, Served};
+use crate::support::{get_json, json_of, post_json, unique, Db, Env, Served};
 
+mod at_rest;
 mod authorisation;
 mod happy;
 mod submission;
@@ -407,121 +423,3 @@ async fn assert_signature(env: &Env, cert_pem: &str, data: &[u8], sig: &[u8]) {
     let (ok, out) = openssl_verifies(env, cert_pem, &tampered, sig).await;
     assert!(!ok, "a signature must not verify over other bytes: {out}");
 }
-
-// ---------------------------------------------------------------------------
-// 4. No PIN at rest
-
-/// A random 10-digit PIN (a chance match in the DB is negligible).
-fn ten_digit_pin() -> String {
-    loop {
-        let mut b = [0u8; 10];
-        openssl::rand::rand_bytes(&mut b).unwrap();
-        let pin: String = b.iter().map(|x| char::from(b'0' + x % 10)).collect();
-        if !tmcs::subscriber::pin::is_trivial(&pin) {
-            return pin;
-        }
-    }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-async fn no_pin_at_rest(db: Db) {
-    let Some(fx) = Fx::start(db, "signing_no_pin_at_rest").await else {
-        return;
-    };
-    let (pin, wrong, new_pin) = (ten_digit_pin(), ten_digit_pin(), ten_digit_pin());
-    let msisdn = random_msisdn();
-    let (h, _) = fx.s.active_subscriber(&msisdn, &pin).await;
-
-    // Handset: a wrong PIN, then the right one.
-    let id1 = fx
-        .submit_ok(&fx.signed(&msisdn, "small", "EUR25.00", "R-rest-1"))
-        .await;
-    let r = fx.authorize(&h, &id1, &wrong).await;
-    problem(&r, 403, "pin.wrong");
-    let (st, _, b) = fx.authorize(&h, &id1, &pin).await;
-    assert_eq!(st, 200, "{b}");
-    // Gateway: the plain PIN over mTLS.
-    let id2 = fx
-        .submit_ok(&fx.signed(&msisdn, "small", "EUR20.00", "R-rest-2"))
-        .await;
-    // A gateway sending the PIN as a JSON number: refused, and the problem
-    // body does not echo it (CONTRACT §4: no PINs in bodies).
-    let as_number: u64 = pin.parse().unwrap();
-    let r = post_json(
-        &fx.s.as_client("gateway-demo"),
-        &fx.s.url("/v1/gateway/authorize"),
-        &json!({ "msisdn": msisdn, "request_id": id2, "pin": as_number }),
-    )
-    .await;
-    problem(&r, 400, "request.malformed");
-    assert!(
-        !r.2.to_string().contains(&as_number.to_string()),
-        "the PIN is echoed: {}",
-        r.2
-    );
-    assert_eq!(stored(&fx.s, &id2).status.as_str(), "pending_authorization");
-    let (st, _, b) = post_json(
-        &fx.s.as_client("gateway-demo"),
-        &fx.s.url("/v1/gateway/authorize"),
-        &json!({ "msisdn": msisdn, "request_id": id2, "pin": pin }),
-    )
-    .await;
-    assert_eq!(st, 200, "{b}");
-    // A PIN change, then the new PIN.
-    let (st, _, b) = fx
-        .handset_post(
-            &h,
-            "/v1/handset/pin",
-            &h.pin_change_body(&pin, &new_pin).unwrap(),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
-    let id3 = fx
-        .submit_ok(&fx.signed(&msisdn, "small", "EUR15.00", "R-rest-3"))
-        .await;
-    let (st, _, b) = fx.authorize(&h, &id3, &new_pin).await;
-    assert_eq!(st, 200, "{b}");
-
-    let pins = [pin.as_str(), wrong.as_str(), new_pin.as_str()];
-    // No audit event holds a PIN (details, or anywhere in the row).
-    let all = events(&fx.s, None, None);
-    assert!(
-        all.iter().any(|e| e.action == "pin.failed"),
-        "the flows above must be audited"
-    );
-    for e in &all {
-        let row = format!("{} {} {:?} {}", e.actor, e.action, e.subject, e.details);
-        for p in pins {
-            assert!(!row.contains(p), "audit event {} holds a PIN: {row}", e.seq);
-        }
-    }
-    // Nor any byte of the SQLite database and its WAL.
-    if db == Db::Sqlite {
-        let mut bytes = Vec::new();
-        for name in ["tmcs.db", "tmcs.db-wal", "tmcs.db-journal", "tmcs.db-shm"] {
-            if let Ok(b) = std::fs::read(fx.env.path().join(name)) {
-                bytes.extend_from_slice(&b);
-            }
-        }
-        assert!(std::fs::metadata(fx.env.path().join("tmcs.db")).is_ok_and(|m| m.len() > 0));
-        // The scan sees what the flows wrote (a positive control) …
-        for id in [&id1, &id2, &id3] {
-            assert!(
-                contains(&bytes, id.as_bytes()),
-                "request {id} not found in the DB bytes"
-            );
-        }
-        // … and no PIN.
-        for p in pins {
-            assert!(
-                !contains(&bytes, p.as_bytes()),
-                "a PIN is stored in the database files"
-            );
-        }
-    }
-    fx.finish().await;
-}
-on_both_backends_async!(signing_no_pin_at_rest, no_pin_at_rest);
