@@ -164,7 +164,7 @@ async fn handset_is_shown_exactly_what_will_be_signed(db: Db) {
         return;
     };
     let Submitted { h, m, sub, id, .. } = submitted(&fx).await;
-    let code = sub["verification_code"].as_str().unwrap();
+    let code = sub["verification_code"].as_str().unwrap().to_string();
     let (st, _, list) = fx.handset_get(&h, "/v1/handset/requests").await;
     assert_eq!(st, 200, "{list}");
     let listed: Vec<&str> = list["requests"]
@@ -183,7 +183,7 @@ async fn handset_is_shown_exactly_what_will_be_signed(db: Db) {
         dtbs.as_str(),
         "dtbs_sha256 must be b64url(SHA-256(C))"
     );
-    assert_eq!(d["verification_code"], code);
+    assert_eq!(d["verification_code"], code.as_str());
     assert_eq!(d["expires_at"], sub["expires_at"]);
     assert_eq!(d["display"]["payee"], MERCHANT);
     assert_eq!(d["display"]["amount"], "EUR25.00");
@@ -204,7 +204,7 @@ async fn display_sig_covers_the_contracts_display_text(db: Db) {
         return;
     };
     let Submitted { h, m, sub, id, .. } = submitted(&fx).await;
-    let code = sub["verification_code"].as_str().unwrap();
+    let code = sub["verification_code"].as_str().unwrap().to_string();
     let dtbs = dtbs_of(&m.canonical_c().unwrap());
     let d = fx.detail(&h, &id).await;
     let display_pem = fetch_text(&fx.s, "/pki/display.pem").await;
@@ -244,7 +244,13 @@ async fn authorising_signs_exactly_c_and_the_fsp_gets_the_signed_ims(db: Db) {
         return;
     };
     let before = request_count(&fx.s);
-    let Submitted { h, cert, m, id, .. } = submitted(&fx).await;
+    let Submitted {
+        h,
+        cert: sub_cert,
+        m,
+        id,
+        ..
+    } = submitted(&fx).await;
     let (xml, c) = (m.to_xml(), m.canonical_c().unwrap());
     let d = fx.detail(&h, &id).await;
     let (nonce, dtbs) = (d["nonce"].as_str().unwrap(), dtbs_of(&c));
@@ -254,7 +260,7 @@ async fn authorising_signs_exactly_c_and_the_fsp_gets_the_signed_ims(db: Db) {
     assert_eq!(signed["status"], "signed");
     assert_eq!(signed["request_id"], id.as_str());
     let sig = unb64(signed["signature"].as_str().unwrap());
-    assert_signature(&fx.env, &cert, &c, &sig).await;
+    assert_signature(&fx.env, &sub_cert, &c, &sig).await;
 
     // The FSP gets the fully signed iMS; from/sign is that signature.
     let v = fx.fsp_view(&id).await;
