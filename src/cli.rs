@@ -57,9 +57,10 @@ pub enum ToolCommand {
     /// Self-contained end-to-end run in a temporary data dir: init, serve in-process,
     /// merchant → FSP → tmcs → handset → tmcs → FSP; exit 0 only when every signature verifies.
     Demo(DemoArgs),
-    /// Benchmark: concurrent handsets against the real HTTPS service in a temporary
-    /// data dir (database from database.url when set), then the in-process crypto floor;
-    /// prints one JSON line.
+    /// Benchmark in a temporary data dir (database from database.url when set); prints
+    /// one JSON line. `--scenario signing`: concurrent handsets against the real HTTPS
+    /// service, then the in-process crypto floor. `--scenario ocsp`: the plain-HTTP
+    /// OCSP responder against `openssl ocsp -index` on an equivalent CA.
     Bench(BenchArgs),
 }
 
@@ -72,6 +73,9 @@ pub struct DemoArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
+    /// What to measure: `signing` or `ocsp`.
+    #[arg(long, default_value = "signing", value_parser = ["signing", "ocsp"])]
+    pub scenario: String,
     /// Length of the timed phase.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
@@ -96,6 +100,8 @@ impl ToolCommand {
             }
             ToolCommand::Bench(a) => vec![
                 "bench".into(),
+                "--scenario".into(),
+                a.scenario.clone(),
                 "--seconds".into(),
                 a.seconds.to_string(),
                 "--handsets".into(),

@@ -13,6 +13,7 @@ mod fuzz_corpus;
 mod hsm;
 mod init;
 mod lifecycle;
+mod ocsp;
 mod pkicheck;
 mod revocation;
 mod signing;

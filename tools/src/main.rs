@@ -16,6 +16,8 @@ use tmcs::cli::{self, Failure, ToolCommand};
 
 mod bench;
 mod demo;
+mod loadgen;
+mod ocsp_bench;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +43,9 @@ fn main() -> ExitCode {
 fn run(c: Cli) -> Result<(), Failure> {
     match c.command {
         ToolCommand::Demo(a) => run_demo(c.config.as_deref(), a.keep),
+        ToolCommand::Bench(a) if a.scenario == "ocsp" => {
+            run_ocsp_bench(c.config.as_deref(), a.seconds)
+        }
         ToolCommand::Bench(a) => run_bench(
             c.config.as_deref(),
             bench::BenchOpts {
@@ -80,6 +85,16 @@ fn run_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failur
     let cfg = local_config(config, dir.path())?;
     cli::init_logging(&cfg, "error");
     let report = bench::run(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
+    println!("{report}");
+    Ok(())
+}
+
+fn run_ocsp_bench(config: Option<&Path>, seconds: u64) -> Result<(), Failure> {
+    let dir = temp_dir()?;
+    let cfg = local_config(config, dir.path())?;
+    cli::init_logging(&cfg, "error");
+    let report = ocsp_bench::run(cfg, demo::system_clock(), dir.path(), seconds)
+        .map_err(|e| Failure::failed(&e))?;
     println!("{report}");
     Ok(())
 }

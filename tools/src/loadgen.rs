@@ -1,0 +1,207 @@
+//! A small HTTP/1.1 load generator: N connections, each sending one request
+//! after another (keep-alive when the server keeps the connection, a new
+//! connection when it closes it), for a fixed time. The same client drives
+//! tmcs and its baselines, so their figures compare.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One request to send: method, path, content type and body.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: &'static str,
+    pub path: String,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    fn bytes(&self, host: &str) -> Vec<u8> {
+        let mut v = format!(
+            "{} {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+            self.method,
+            self.path,
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        v.extend_from_slice(&self.body);
+        v
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub ok: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    /// Latencies of the answered requests, ms, sorted.
+    pub latencies_ms: Vec<f64>,
+    pub reconnects: u64,
+}
+
+impl Report {
+    pub fn per_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.ok as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub fn percentile(&self, p: f64) -> f64 {
+        let v = &self.latencies_ms;
+        if v.is_empty() {
+            return 0.0;
+        }
+        let rank = (p / 100.0 * (v.len() as f64 - 1.0)).round();
+        v.get(rank as usize).copied().unwrap_or_default()
+    }
+}
+
+/// One answer: status, whether the server keeps the connection, the body.
+async fn exchange(
+    conn: &mut TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u16, bool, Vec<u8>)> {
+    conn.write_all(request).await?;
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+    };
+    let head =
+        String::from_utf8_lossy(buf.get(..head_end).unwrap_or_default()).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let keep = !head
+        .lines()
+        .any(|l| l.starts_with("connection:") && l.contains("close"))
+        && head.starts_with("http/1.1");
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+    let body = buf
+        .get(head_end..head_end + length)
+        .unwrap_or_default()
+        .to_vec();
+    Ok((status, keep, body))
+}
+
+/// Sends `requests` round-robin over `connections` connections for
+/// `duration`; `check` judges each answer's body.
+pub async fn run(
+    addr: SocketAddr,
+    requests: &[Req],
+    connections: usize,
+    duration: Duration,
+    check: fn(&[u8]) -> bool,
+) -> Report {
+    let host = addr.to_string();
+    let wire: Vec<Vec<u8>> = requests.iter().map(|r| r.bytes(&host)).collect();
+    let wire = std::sync::Arc::new(wire);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let wire = wire.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut r = Report::default();
+            let mut conn: Option<TcpStream> = None;
+            let mut buf = Vec::with_capacity(16 * 1024);
+            let mut i = c;
+            while Instant::now() < deadline {
+                let Some(req) = wire.get(i % wire.len()) else {
+                    break;
+                };
+                i += 1;
+                if conn.is_none() {
+                    match TcpStream::connect(addr).await {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            conn = Some(s);
+                            r.reconnects += 1;
+                        }
+                        Err(_) => {
+                            r.errors += 1;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(s) = conn.as_mut() else { continue };
+                let t0 = Instant::now();
+                match exchange(s, req, &mut buf).await {
+                    Ok((200, keep, body)) if check(&body) => {
+                        r.ok += 1;
+                        r.latencies_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+                        if !keep {
+                            conn = None;
+                        }
+                    }
+                    _ => {
+                        r.errors += 1;
+                        conn = None;
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let mut total = Report::default();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            total.ok += r.ok;
+            total.errors += r.errors;
+            total.reconnects += r.reconnects;
+            total.latencies_ms.extend(r.latencies_ms);
+        }
+    }
+    total.seconds = start.elapsed().as_secs_f64();
+    total.latencies_ms.sort_by(f64::total_cmp);
+    total
+}
+
+/// Sends `req` until one answer passes `check` (a server still starting).
+pub async fn wait_until_serving(addr: SocketAddr, req: &Req, check: fn(&[u8]) -> bool) -> bool {
+    let wire = req.bytes(&addr.to_string());
+    for _ in 0..200 {
+        if let Ok(mut s) = TcpStream::connect(addr).await {
+            let mut buf = Vec::new();
+            if let Ok((200, _, body)) = exchange(&mut s, &wire, &mut buf).await {
+                if check(&body) {
+                    return true;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
