@@ -10,7 +10,7 @@
 //!   http://…` works against it, and issued certificates name it;
 //! * a change made by another node reaches this node's answers within a second.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use der::{Decode, Encode};
@@ -53,8 +53,8 @@ fn hsm_signatures(s: &Served) -> u64 {
 /// `openssl ocsp -reqout` for `leaf` (with or without a nonce).
 async fn request_file(
     env: &Env,
-    issuing: &PathBuf,
-    leaf: &PathBuf,
+    issuing: &Path,
+    leaf: &Path,
     nonce: bool,
     tag: &str,
 ) -> PathBuf {
@@ -89,7 +89,7 @@ async fn post(base: &str, body: Vec<u8>) -> Vec<u8> {
 }
 
 /// openssl's reading of an answer to `req`.
-async fn judge(env: &Env, req: &PathBuf, resp: &[u8], tag: &str) -> String {
+async fn judge(env: &Env, req: &Path, resp: &[u8], tag: &str) -> String {
     let file = env.path().join(format!("{tag}.resp.der"));
     std::fs::write(&file, resp).unwrap();
     let (_, text) = openssl_bg(vec![
