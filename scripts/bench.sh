@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# `make bench`: the benchmark on SQLite, then on PostgreSQL when a cluster is
-# reachable (make runs this under scripts/with-postgres.sh). One JSON line each.
-# Extra arguments go to `tmcs bench` (e.g. --seconds 30 --handsets 32), which
-# runs `tmcs-tools bench`; both come from `cargo build --release --workspace`.
+# `make bench`: one JSON line per scenario.
+#   signing  on SQLite, then on PostgreSQL when a cluster is reachable (make
+#            runs this under scripts/with-postgres.sh);
+#   ocsp     the plain-HTTP OCSP responder against `openssl ocsp -index`.
+# Extra arguments go to the signing runs of `tmcs bench` (e.g. --seconds 30
+# --handsets 32), which runs `tmcs-tools bench`; both come from
+# `cargo build --release --workspace`. OCSP_SECONDS sets the OCSP phase (10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/tmcs
-"$bin" bench "$@"
+"$bin" bench --scenario signing "$@"
 if [ -n "${PGHOST:-}" ]; then
   db="tmcs_bench_$$"
   psql -q -d postgres -c "CREATE DATABASE $db" >/dev/null
   TMCS_DATABASE__URL="postgres://${PGUSER:-postgres}:${PGPASSWORD:-}@${PGHOST}:${PGPORT:-5432}/$db" \
-    "$bin" bench "$@"
+    "$bin" bench --scenario signing "$@"
 else
   echo "PostgreSQL run skipped: no cluster (run through make bench)" >&2
 fi
+"$bin" bench --scenario ocsp --seconds "${OCSP_SECONDS:-10}"

@@ -448,6 +448,7 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
     };
     let p = &app.svc.pins.params;
     Ok(json!({
+        "scenario": "signing",
         "backend": app.svc.store.backend().name(),
         "seconds": round2(elapsed),
         "handsets": opts.handsets,
