@@ -1271,6 +1271,67 @@ async fn strangers_get_one_answer(db: Db) {
 }
 on_both_backends_async!(strangers_one_answer, strangers_get_one_answer);
 
+/// An anonymous client whose connections come from `local` (another
+/// loopback address: a second source).
+fn client_from(env: &Env, local: std::net::IpAddr) -> awc::Client {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(env.ca()).unwrap();
+    awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .openssl(b.build())
+                .local_address(local),
+        )
+        .finish()
+}
+
+/// The stranger of finding 6 with two addresses: the countdown of a number
+/// without a pending activation must not tell it from a pending one when
+/// the guesses come from different sources (a pending subscriber's counter
+/// is the subscriber's, whoever guesses).
+async fn activation_answers_agree_across_sources(db: Db) {
+    let Some(env) = Env::new(db, "activation_answers_across_sources") else {
+        return;
+    };
+    env.init();
+    let s = Served::start(&env);
+    let pending_msisdn = random_msisdn();
+    let (_, code) = s.register_subscriber(&pending_msisdn).await;
+    let pending = s.handset(&pending_msisdn).await;
+    let unknown = s.handset(&random_msisdn()).await;
+    let wrong = wrong_code(&code);
+    let first = client_from(&env, "127.0.0.1".parse().unwrap());
+    let second = client_from(&env, "127.0.0.2".parse().unwrap());
+    let url = s.url("/v1/handset/activate");
+    let mut answers = Vec::new();
+    for c in [&first, &second] {
+        let p = post_json(c, &url, &pending.activation_body(&wrong, PIN).unwrap()).await;
+        let u = post_json(c, &url, &unknown.activation_body(&wrong, PIN).unwrap()).await;
+        problem(&p, 403, "activation.bad_code");
+        answers.push((p, u));
+    }
+    // The second source really is another one.
+    tmcs::audit::refusals::flush(&s.app.svc).unwrap();
+    let sources: BTreeSet<String> = events(&s, None, Some("auth.refused"))
+        .iter()
+        .filter_map(|e| e.subject.clone())
+        .collect();
+    assert!(sources.contains("source:127.0.0.2"), "{sources:?}");
+    for (i, (p, u)) in answers.iter().enumerate() {
+        assert_eq!(
+            p,
+            u,
+            "source {}: a pending number and an unknown one answer differently",
+            i + 1
+        );
+    }
+    s.stop().await;
+}
+on_both_backends_async!(
+    activation_answers_across_sources,
+    activation_answers_agree_across_sources
+);
+
 // ---------------------------------------------------------------------------
 // Finding 7: activation lock-out by strangers.
 
