@@ -10,6 +10,7 @@ mod audit_chain;
 mod cli;
 mod core_bugs;
 mod fuzz_corpus;
+mod hardening;
 mod hsm;
 mod init;
 mod lifecycle;
