@@ -192,6 +192,12 @@ pub fn register(svc: &Services, actor: &Actor, p: NewParty) -> DomainResult<Part
     };
     svc.store.write(|c| -> DomainResult<()> {
         // A certificate that was revoked with its party stays revoked.
+        if parties::revoked_fingerprint(c, &info.fingerprint)?.is_some() {
+            return Err(reject(
+                Problem::CertificateRevoked,
+                "this certificate was revoked with its party",
+            ));
+        }
         match parties::by_fingerprint(c, &info.fingerprint)? {
             Some(holder) if holder.status == CertStatus::Revoked => {
                 return Err(reject(
@@ -340,6 +346,9 @@ pub fn transition(
             Transition::Revoke(r) => Some(r.name()),
             _ => None,
         };
+        if let Some(r) = reason {
+            parties::record_revocation(c, &p.fingerprint, party_id, r, now.unix_timestamp())?;
+        }
         events.push(NewEvent::of(
             actor,
             subject(party_id),

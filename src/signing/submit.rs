@@ -58,6 +58,23 @@ fn usable_party(
             format!("{id} is {}", p.status),
         ));
     }
+    // The certificate's own status, not only the party's: one tmcs issued
+    // (registered by CSR or given) answers for itself in the registry, and
+    // a certificate revoked with an earlier party stays revoked.
+    if let Some(cert) = crate::store::certs::by_fingerprint(conn, &p.fingerprint)? {
+        if cert.status != CertStatus::Active {
+            return Err(reject(
+                Problem::ImsUnknownParty,
+                format!("the certificate of {id} is {}", cert.status),
+            ));
+        }
+    }
+    if parties::revoked_fingerprint(conn, &p.fingerprint)?.is_some() {
+        return Err(reject(
+            Problem::ImsUnknownParty,
+            format!("the certificate of {id} was revoked"),
+        ));
+    }
     let key = svc
         .keys
         .get_or_load(&p.fingerprint, || keycache::from_cert_pem(&p.cert_pem))

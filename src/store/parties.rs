@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::parties;
+use super::schema::{parties, revoked_party_certificates};
 use super::{first_for_update, DbConn, DbResult, Locked};
 use crate::states::{CertStatus, PartyKind};
 
@@ -85,4 +85,41 @@ pub fn set_status_by_serial(
             .set(parties::status.eq(status.as_str()))
             .execute(conn)?,
     )
+}
+
+/// Remembers that the certificate `fingerprint` was revoked with party
+/// `party_id`, so it cannot come back under any id (the party row itself
+/// may be replaced when the id is registered again).
+pub fn record_revocation(
+    conn: &mut DbConn,
+    fingerprint: &str,
+    party_id: &str,
+    reason: &str,
+    at: i64,
+) -> DbResult<()> {
+    let inserted = diesel::insert_into(revoked_party_certificates::table)
+        .values((
+            revoked_party_certificates::fingerprint.eq(fingerprint),
+            revoked_party_certificates::party_id.eq(party_id),
+            revoked_party_certificates::reason.eq(reason),
+            revoked_party_certificates::revoked_at.eq(at),
+        ))
+        .execute(conn);
+    match inserted {
+        // Revoked before (with an earlier party): the first record stands.
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Ok(()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
+
+/// The party a certificate was revoked with, if it was.
+pub fn revoked_fingerprint(conn: &mut DbConn, fingerprint: &str) -> DbResult<Option<String>> {
+    Ok(revoked_party_certificates::table
+        .find(fingerprint)
+        .select(revoked_party_certificates::party_id)
+        .first(conn)
+        .optional()?)
 }

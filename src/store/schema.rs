@@ -174,3 +174,12 @@ diesel::table! {
         expires_at -> BigInt,
     }
 }
+
+diesel::table! {
+    revoked_party_certificates (fingerprint) {
+        fingerprint -> Text,
+        party_id -> Text,
+        reason -> Text,
+        revoked_at -> BigInt,
+    }
+}

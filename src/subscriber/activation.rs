@@ -8,8 +8,9 @@
 //! Hardening against strangers (issue #8, findings 6 and 7):
 //! * nothing tells a number with a pending activation from one without:
 //!   an unknown, active or disconnected number gets the same
-//!   `activation.bad_code`, with attempts counting down per source as they
-//!   would for a pending one, after about the same time ([`ActivationGuard`]);
+//!   `activation.bad_code`, with attempts counting down per number (from
+//!   any source) as they would for a pending one, after about the same
+//!   time ([`ActivationGuard`]);
 //!   a PIN block that does not decrypt or bind counts as a wrong code; the
 //!   PIN rules and the code's expiry are told only to whoever knows the code;
 //! * the HSM's ECDH runs only for a pending subscriber;
@@ -107,7 +108,9 @@ struct Misses {
 /// each node keeps its own).
 pub struct ActivationGuard {
     misses: quick_cache::sync::Cache<IpAddr, Misses>,
-    decoys: quick_cache::sync::Cache<(Option<IpAddr>, String), u32>,
+    /// Misses on numbers without a pending activation, by number (shared
+    /// by all sources, as a pending subscriber's counter is).
+    decoys: quick_cache::sync::Cache<String, u32>,
     /// Typical duration of a real wrong-code answer (ns, moving average).
     miss_nanos: AtomicU64,
     pub attempts: prometheus::IntCounterVec,
@@ -171,11 +174,11 @@ impl ActivationGuard {
         );
     }
 
-    /// The decoy's attempts left for (`source`, `msisdn`) after one more miss.
-    fn decoy_miss(&self, source: Option<IpAddr>, msisdn: &str, max: u32) -> Option<u32> {
-        let key = (source, msisdn.to_string());
-        let used = self.decoys.get(&key).unwrap_or(0).saturating_add(1);
-        self.decoys.insert(key, used);
+    /// The decoy's attempts left for `msisdn` after one more miss (from
+    /// any source, like a pending subscriber's counter).
+    fn decoy_miss(&self, msisdn: &str, max: u32) -> Option<u32> {
+        let used = self.decoys.get(msisdn).unwrap_or(0).saturating_add(1);
+        self.decoys.insert(msisdn.to_string(), used);
         max.checked_sub(used)
     }
 
@@ -233,7 +236,7 @@ fn decoy(
         "no activation is pending",
         now,
     );
-    let left = guard.decoy_miss(source, msisdn, svc.pins.settings.max_attempts);
+    let left = guard.decoy_miss(msisdn, svc.pins.settings.max_attempts);
     guard.pad_to_typical_miss(started);
     match left {
         Some(left) => bad_code(left),
@@ -519,10 +522,7 @@ mod tests {
     #[test]
     fn decoys_count_down_like_a_pending_subscriber() {
         let g = ActivationGuard::new().unwrap();
-        let ip = Some("192.0.2.9".parse().unwrap());
-        let left: Vec<Option<u32>> = (0..4)
-            .map(|_| g.decoy_miss(ip, "+4915100000001", 3))
-            .collect();
+        let left: Vec<Option<u32>> = (0..4).map(|_| g.decoy_miss("+4915100000001", 3)).collect();
         assert_eq!(left, vec![Some(2), Some(1), Some(0), None]);
     }
 }

@@ -51,13 +51,7 @@ fn hsm_signatures(s: &Served) -> u64 {
 }
 
 /// `openssl ocsp -reqout` for `leaf` (with or without a nonce).
-async fn request_file(
-    env: &Env,
-    issuing: &Path,
-    leaf: &Path,
-    nonce: bool,
-    tag: &str,
-) -> PathBuf {
+async fn request_file(env: &Env, issuing: &Path, leaf: &Path, nonce: bool, tag: &str) -> PathBuf {
     let out = env.path().join(format!("{tag}.req.der"));
     let mut args: Vec<String> = vec![
         "ocsp".into(),
