@@ -378,10 +378,13 @@ fn serve(app: App) -> Result<(), Failure> {
         actix_web::rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
-            if let Some(h) = pki_handle {
-                h.stop(true).await;
-            }
-            handle.stop(true).await;
+            // Both listeners drain at once (each within its shutdown timeout).
+            let pki = async {
+                if let Some(h) = pki_handle {
+                    h.stop(true).await;
+                }
+            };
+            futures_util::future::join(pki, handle.stop(true)).await;
         });
         bound.server.await.map_err(|e| Failure::failed(&e))
     })

@@ -96,6 +96,23 @@ mod tests {
         }
     }
 
+    /// The OpenAPI document's `ProblemCode` enum names exactly these codes.
+    #[test]
+    fn openapi_lists_every_code() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+        let listed: std::collections::BTreeSet<String> = doc["components"]["schemas"]
+            ["ProblemCode"]["enum"]
+            .as_array()
+            .expect("components.schemas.ProblemCode.enum")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        let ours: std::collections::BTreeSet<String> =
+            Problem::ALL.iter().map(|p| p.code().to_string()).collect();
+        assert_eq!(listed, ours);
+    }
+
     /// docs/errors.md documents every code, with its status.
     #[test]
     fn every_code_is_documented() {

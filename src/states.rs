@@ -297,6 +297,32 @@ mod tests {
         assert_eq!(seen.len(), RequestStatus::ALL.len());
     }
 
+    /// The CHECK constraints of migration 000005 list exactly each enum's
+    /// values, on both backends.
+    #[test]
+    fn check_constraints_match_the_enums() {
+        fn texts<T: Copy>(all: &[T], f: fn(T) -> &'static str) -> Vec<&'static str> {
+            all.iter().map(|v| f(*v)).collect()
+        }
+        let pg = include_str!("../migrations/postgresql/2026-12-02-000005_typed_states/up.sql");
+        let lite = include_str!("../migrations/sqlite/2026-12-02-000005_typed_states/up.sql");
+        let checks = [
+            ("status", texts(RequestStatus::ALL, RequestStatus::as_str)),
+            (
+                "state",
+                texts(SubscriberState::ALL, SubscriberState::as_str),
+            ),
+            ("status", texts(CertStatus::ALL, CertStatus::as_str)),
+            ("kind", texts(PartyKind::ALL, PartyKind::as_str)),
+            ("role", texts(Role::ALL, Role::as_str)),
+        ];
+        for (column, values) in checks {
+            let clause = format!("{column} IN ({})", sql_list(&values));
+            assert!(pg.contains(&clause), "PostgreSQL lacks CHECK ({clause})");
+            assert!(lite.contains(&clause), "SQLite lacks CHECK ({clause})");
+        }
+    }
+
     #[test]
     fn what_readers_see() {
         use RequestStatus::*;
