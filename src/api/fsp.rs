@@ -1,7 +1,6 @@
 //! FSP API (`/v1/fsp/`, role `fsp`, CONTRACT §6).
 
 use crate::problem::Problem;
-use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::read_limited;
@@ -20,16 +19,7 @@ async fn submit(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let ct = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = super::body::media_type(&req);
     if ct != "application/xml" && ct != "text/xml" {
         return Err(ApiError::coded(
             Problem::UnsupportedMediaType,

@@ -90,6 +90,27 @@ pub struct Bound {
     pub pki: Option<Listener>,
 }
 
+/// The settings both listeners share: timeouts, keep-alive, connection and
+/// worker counts, no signal handling of their own.
+macro_rules! tuned {
+    ($server:expr, $cfg:expr) => {{
+        let s = $server
+            .client_request_timeout(Duration::from_secs(
+                $cfg.file.server.request_timeout_seconds,
+            ))
+            .client_disconnect_timeout(Duration::from_secs(5))
+            .keep_alive(Duration::from_secs(75))
+            .max_connections($cfg.file.server.max_connections)
+            .shutdown_timeout(10)
+            .disable_signals();
+        if $cfg.file.server.workers > 0 {
+            s.workers($cfg.file.server.workers)
+        } else {
+            s
+        }
+    }};
+}
+
 /// A second listener (already running; await or stop it through its handle).
 pub struct Listener {
     pub server: actix_web::dev::Server,
@@ -110,7 +131,7 @@ fn bind_pki_http(state: &web::Data<State>, listen: &str) -> Result<Listener, App
     let cfg = state.app.cfg.clone();
     let data = state.clone();
     let on_connect = state.clone();
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         ActixApp::new()
             .app_data(data.clone())
             .app_data(path_config())
@@ -120,16 +141,8 @@ fn bind_pki_http(state: &web::Data<State>, listen: &str) -> Result<Listener, App
             .configure(pki_routes::routes)
             .default_service(web::to(pki_not_found))
     })
-    .on_connect(move |conn, ext| on_connect.clients.on_connect(tls::peer_ip(conn), ext))
-    .client_request_timeout(Duration::from_secs(cfg.file.server.request_timeout_seconds))
-    .client_disconnect_timeout(Duration::from_secs(5))
-    .keep_alive(Duration::from_secs(75))
-    .max_connections(cfg.file.server.max_connections)
-    .shutdown_timeout(10)
-    .disable_signals();
-    if cfg.file.server.workers > 0 {
-        server = server.workers(cfg.file.server.workers);
-    }
+    .on_connect(move |conn, ext| on_connect.clients.on_connect(tls::peer_ip(conn), ext));
+    let server = tuned!(server, cfg);
     let server = server
         .bind(listen)
         .map_err(|e| AppError::Setup(format!("cannot listen on {listen}: {e}")))?;
@@ -281,7 +294,7 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
     let acceptor = tls::acceptor(&cfg.tls_cert, &cfg.tls_key)?;
     let data = state.clone();
     let on_connect = state.clone();
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         ActixApp::new()
             .app_data(data.clone())
             .app_data(query_config())
@@ -322,16 +335,8 @@ pub fn bind(app: App) -> Result<Bound, AppError> {
     .on_connect(move |conn, ext| {
         tls::capture_peer_certificate(conn, ext);
         on_connect.clients.on_connect(tls::peer_ip(conn), ext);
-    })
-    .client_request_timeout(Duration::from_secs(cfg.file.server.request_timeout_seconds))
-    .client_disconnect_timeout(Duration::from_secs(5))
-    .keep_alive(Duration::from_secs(75))
-    .max_connections(cfg.file.server.max_connections)
-    .shutdown_timeout(10)
-    .disable_signals();
-    if cfg.file.server.workers > 0 {
-        server = server.workers(cfg.file.server.workers);
-    }
+    });
+    let server = tuned!(server, cfg);
     let server = server
         .bind_openssl(&cfg.file.server.listen, acceptor)
         .map_err(|e| {

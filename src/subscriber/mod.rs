@@ -132,6 +132,19 @@ impl NewActivation {
     }
 }
 
+/// The subscriber with this MSISDN, as read now (no lock: for checks before
+/// work done outside a transaction, which then locks and checks again).
+fn read_msisdn(svc: &Services, msisdn: &str) -> DomainResult<SubscriberRow> {
+    svc.store
+        .read(|c| subscribers::by_msisdn(c, msisdn))?
+        .ok_or_else(|| {
+            reject(
+                Problem::SubscriberNotFound,
+                "no subscriber with this MSISDN",
+            )
+        })
+}
+
 /// The subscriber with this MSISDN, its row locked for the transaction.
 fn lock_msisdn(conn: &mut DbConn, msisdn: &str) -> DomainResult<Locked<SubscriberRow>> {
     subscribers::lock_by_msisdn(conn, msisdn)?.ok_or_else(|| {

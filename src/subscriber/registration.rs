@@ -339,15 +339,7 @@ pub fn unblock(svc: &Services, actor: &Actor, msisdn: &str) -> DomainResult<Unbl
         )
     };
     let now = svc.clock.now();
-    let current = svc
-        .store
-        .read(|c| subscribers::by_msisdn(c, msisdn))?
-        .ok_or_else(|| {
-            reject(
-                Problem::SubscriberNotFound,
-                "no subscriber with this MSISDN",
-            )
-        })?;
+    let current = super::read_msisdn(svc, msisdn)?;
     if current.state != SubscriberState::Blocked {
         return Err(not_blocked());
     }

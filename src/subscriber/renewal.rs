@@ -128,15 +128,7 @@ pub fn renew(svc: &Services, actor: &Actor, msisdn: &str) -> DomainResult<Renewe
         )
     };
     let now = svc.clock.now();
-    let s = svc
-        .store
-        .read(|c| subscribers::by_msisdn(c, msisdn))?
-        .ok_or_else(|| {
-            reject(
-                Problem::SubscriberNotFound,
-                "no subscriber with this MSISDN",
-            )
-        })?;
+    let s = super::read_msisdn(svc, msisdn)?;
     if s.state != SubscriberState::Active {
         return Err(not_active());
     }
