@@ -1,15 +1,18 @@
-//! `tmcs-tools`: the demo and the benchmark. Each runs the real service
-//! in-process in a temporary data dir and drives it through its HTTPS API
+//! `tmcs-tools`: the demo and the benchmark, and the FSP and bank
+//! simulators. The demo and the benchmark run the real service
+//! in-process in a temporary data dir and drive it through its HTTPS API
 //! with simulated parties and handsets (`tmcs-client`).
 //!
 //! `tmcs demo` and `tmcs bench` run this binary (it sits next to `tmcs`);
-//! the command line is the one of `tmcs` ([`tmcs::cli::ToolCommand`]).
+//! their command line is the one of `tmcs` ([`tmcs::cli::ToolCommand`]).
+//! `tmcs-tools sim fsp|bank` are the HTTPS servers that tmcs relays to
+//! (see [`sim`]).
 //! Exit status: 0 ok, 1 failure, 2 usage or configuration error.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use tmcs::app::AppError;
 use tmcs::cli::{self, Failure, ToolCommand};
@@ -18,19 +21,29 @@ mod bench;
 mod demo;
 mod loadgen;
 mod ocsp_bench;
+mod sim;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "tmcs-tools",
     version,
-    about = "tmcs demo and benchmark (also run as `tmcs demo` and `tmcs bench`)"
+    about = "tmcs demo and benchmark (also run as `tmcs demo` and `tmcs bench`), and the FSP and bank simulators"
 )]
 struct Cli {
     /// Configuration file (default: ./tmcs.toml when present, else the embedded defaults).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: ToolCommand,
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    #[command(flatten)]
+    Tool(ToolCommand),
+    /// The HTTPS servers that tmcs relays to: `sim fsp`, `sim bank`.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,7 +54,16 @@ fn main() -> ExitCode {
 }
 
 fn run(c: Cli) -> Result<(), Failure> {
-    match c.command {
+    let command = match c.command {
+        Cmd::Tool(t) => t,
+        Cmd::Sim(s) => {
+            return sim::run(s).map_err(|e| match e {
+                sim::SimError::Setup(m) => Failure::usage(m),
+                sim::SimError::Failed(_) => Failure::failed(&e),
+            })
+        }
+    };
+    match command {
         ToolCommand::Demo(a) => run_demo(c.config.as_deref(), a.keep),
         ToolCommand::Bench(a) if a.scenario == "ocsp" => {
             run_ocsp_bench(c.config.as_deref(), a.seconds)
