@@ -484,6 +484,13 @@ fn fsp_verifies_the_payers_signature_and_counts_per_key() {
         )
         .await;
         assert_eq!(s, 422, "a key keeps its first answer");
+        // One new key delivered 8 times at once: verified and counted once.
+        let rid2 = "1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5";
+        let answers = futures_util::future::join_all(
+            (0..8).map(|_| deliver(&c, &events, rid2, "signed", "application/xml", &cert, &good)),
+        )
+        .await;
+        assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
         // No idempotency key → 400, not counted per key.
         let r = c
             .post(&events)
@@ -494,10 +501,11 @@ fn fsp_verifies_the_payers_signature_and_counts_per_key() {
         assert_eq!(r.status(), 400);
 
         let st = get_json(&c, &sim.url("/stats")).await;
-        assert_eq!(st["deliveries"], 7, "{st}");
-        assert_eq!(st["keys"], 5, "{st}");
-        assert_eq!(st["duplicates"], 2, "{st}");
-        assert_eq!(st["signed_verified"], 1, "{st}");
+        assert_eq!(st["deliveries"], 15, "{st}");
+        assert_eq!(st["keys"], 6, "{st}");
+        assert_eq!(st["duplicates"], 9, "{st}");
+        assert_eq!(st["signed_verified"], 2, "{st}");
+        assert_eq!(st["by_key"][rid2]["count"], 8, "{st}");
         assert_eq!(st["signed_bad"], 3, "{st}");
         assert_eq!(
             st["outcomes"],
@@ -642,13 +650,28 @@ fn bank_validates_settles_once_and_rejects_short_balances() {
         assert_eq!(xml_text(&again, "GrpSts").unwrap(), "RJCT");
         assert_eq!(get_json(&c, &sim.url("/balances")).await, b);
 
+        // MsgId must be the key without hyphens (CONTRACT §11) → 400, invalid.
+        let other = "0f0e0d0c-0b0a-4908-8706-050403020100";
+        let (s, e) = deliver(
+            &c,
+            &url,
+            other,
+            "instruction",
+            "application/xml",
+            &[],
+            &pain001(rid3, DEBTOR, CREDITOR, "1.00"),
+        )
+        .await;
+        assert_eq!(s, 400, "{e}");
+        assert!(e.contains("MsgId"), "{e}");
+
         let st = get_json(&c, &sim.url("/stats")).await;
         assert_eq!(st["instructions"], 5, "{st}");
         assert_eq!(st["keys"], 3, "{st}");
         assert_eq!(st["duplicates"], 2, "{st}");
         assert_eq!(st["settled"], 1, "{st}");
         assert_eq!(st["rejected"], 2, "{st}");
-        assert_eq!(st["invalid"], 1, "{st}");
+        assert_eq!(st["invalid"], 2, "{st}");
         assert_eq!(st["by_key"][rid], json!({"count": 2, "status": "ACSC"}));
         assert_eq!(st["by_key"][rid2], json!({"count": 1, "status": "RJCT"}));
 
@@ -704,7 +727,31 @@ fn bank_validates_settles_once_and_rejects_short_balances() {
             assert_eq!(r.status(), 204);
         }
         assert_eq!(get_json(&c, &sim.url("/stats")).await["held"], json!({}));
-        assert_eq!(get_json(&c, &sim.url("/stats")).await["invalid"], 1);
+
+        // One new key delivered 8 times at once: one debit, one answer.
+        let before = get_json(&c, &sim.url("/balances")).await;
+        let rid6 = "ae5c8b7f-6091-4ebf-9c12-4d5e6f708192";
+        let body = pain001(rid6, DEBTOR, CREDITOR, "0.10");
+        let answers = futures_util::future::join_all(
+            (0..8).map(|_| deliver(&c, &url, rid6, "instruction", "application/xml", &[], &body)),
+        )
+        .await;
+        assert!(
+            answers.iter().all(|a| a == &answers[0] && a.0 == 200),
+            "{answers:?}"
+        );
+        let after = get_json(&c, &sim.url("/balances")).await;
+        assert_eq!(
+            after["accounts"][DEBTOR]["EUR"],
+            before["accounts"][DEBTOR]["EUR"].as_i64().unwrap() - 10
+        );
+        assert_eq!(
+            after["accounts"][CREDITOR]["EUR"],
+            before["accounts"][CREDITOR]["EUR"].as_i64().unwrap() + 10
+        );
+        let st = get_json(&c, &sim.url("/stats")).await;
+        assert_eq!(st["by_key"][rid6], json!({"count": 8, "status": "ACSC"}));
+        assert_eq!(st["invalid"], 2, "{st}");
     });
 }
 
