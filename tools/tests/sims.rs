@@ -727,6 +727,25 @@ fn bank_validates_settles_once_and_rejects_short_balances() {
             assert_eq!(r.status(), 204);
         }
         assert_eq!(get_json(&c, &sim.url("/stats")).await["held"], json!({}));
+        // §12's path: <callback_url>/reservations with callback_url …/instructions.
+        let (s, _) = post_json(
+            &c,
+            &sim.url("/instructions/reservations"),
+            json!({"reservation_id": "r-3", "account": DEBTOR, "amount": "EUR0.05"}),
+        )
+        .await;
+        assert_eq!(s, 201);
+        assert_eq!(
+            get_json(&c, &sim.url("/balances")).await["held"],
+            json!({DEBTOR: {"EUR": 5}})
+        );
+        let r = c
+            .delete(sim.url("/instructions/reservations/r-3"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(get_json(&c, &sim.url("/stats")).await["held"], json!({}));
 
         // One new key delivered 8 times at once: one debit, one answer.
         let before = get_json(&c, &sim.url("/balances")).await;

@@ -280,6 +280,10 @@ pub(crate) async fn run(a: BankArgs) -> Result<(), SimError> {
             .route("/instructions", web::post().to(instructions))
             .route("/reservations", web::post().to(reserve))
             .route("/reservations/{id}", web::delete().to(release))
+            // CONTRACT §12 calls `<bank callback_url>/reservations`, and
+            // the callback_url is `…/instructions`.
+            .route("/instructions/reservations", web::post().to(reserve))
+            .route("/instructions/reservations/{id}", web::delete().to(release))
             .route("/balances", web::get().to(balances))
             .route("/balances", web::post().to(set_balance))
             .route("/stats", web::get().to(stats));

@@ -78,7 +78,9 @@
 //!   `201 {"reservation_id","account","amount"}` (the same id again: the same
 //!   answer), `409` when the available balance is short (or the id was used
 //!   with other values); `DELETE /reservations/{id}` → `204` (also when
-//!   unknown: deleting twice is fine).
+//!   unknown: deleting twice is fine). The same under
+//!   `/instructions/reservations`, since §12 calls `<bank callback_url>/reservations`
+//!   and the callback_url is `…/instructions`.
 //! * `GET /balances` → `{"opening_balance","accounts":{ACCOUNT:{CCY:minor}},"held":{ACCOUNT:{CCY:minor}}}`
 //!   (an account not listed has the opening balance); `POST /balances
 //!   {"account","currency","minor_units"}` sets one.
