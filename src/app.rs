@@ -133,6 +133,8 @@ pub struct Services {
     pub activation: Arc<crate::subscriber::activation::ActivationGuard>,
     /// The OCSP responder and its pre-signed answers.
     pub ocsp: Arc<crate::pki::ocsp::Responder>,
+    /// The relay's settings, metrics and wake-up bell.
+    pub relay: Arc<crate::relay::Relay>,
 }
 
 impl std::fmt::Debug for Services {
@@ -166,7 +168,15 @@ impl Services {
                 _ => crate::pki::ocsp::NoncePolicy::Ignore,
             },
         )?;
+        let relay = crate::relay::RelaySettings::from_config(
+            &cfg.file.relay,
+            &cfg.file.pki.organization,
+            &cfg.file.server.listen,
+        )
+        .map_err(AppError::Setup)?;
+        let relay = crate::relay::Relay::new(relay).map_err(|e| AppError::Setup(e.to_string()))?;
         Ok(Services {
+            relay: Arc::new(relay),
             ocsp: Arc::new(ocsp),
             clock,
             store,
@@ -241,6 +251,10 @@ impl App {
         }
         registry
             .register(Box::new(svc.activation.attempts.clone()))
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        svc.relay
+            .metrics
+            .register(&registry)
             .map_err(|e| AppError::Setup(e.to_string()))?;
         for c in [&svc.ocsp.signed, &svc.ocsp.served_cached] {
             registry

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -13,6 +14,7 @@ use crate::audit;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{self, Config};
 use crate::hsm;
+use crate::relay::Transport;
 use crate::store::{self, audit_rows, Store};
 
 #[derive(Debug, Parser)]
@@ -191,9 +193,14 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
-pub fn main() -> ExitCode {
+/// How `tmcs serve` makes the relay's transport (on its actix system):
+/// `tmcs-server` passes its HTTPS client, so this library holds none.
+pub type TransportFactory = fn(&Config) -> Result<Rc<dyn Transport>, String>;
+
+/// The `tmcs` command line.
+pub fn main_with(transport: TransportFactory) -> ExitCode {
     match parse::<Cli>("tmcs") {
-        Ok(cli) => exit(run(cli)),
+        Ok(cli) => exit(run(cli, transport)),
         Err(code) => code,
     }
 }
@@ -272,7 +279,7 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
     };
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli, transport: TransportFactory) -> Result<(), Failure> {
     if let Command::Tool(tool) = &cli.command {
         return delegate(cli.config.as_deref(), tool);
     }
@@ -318,7 +325,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve => {
             init_logging(&cfg, "info");
             let app = App::open(cfg, clock)?;
-            serve(app)
+            serve(app, transport)
         }
         Command::Audit { command } => {
             init_logging(&cfg, "warn");
@@ -357,9 +364,15 @@ fn delegate(config: Option<&Path>, tool: &ToolCommand) -> Result<(), Failure> {
     })
 }
 
-fn serve(app: App) -> Result<(), Failure> {
+fn serve(app: App, transport: TransportFactory) -> Result<(), Failure> {
     let system = actix_web::rt::System::new();
     system.block_on(async move {
+        let relay = if app.svc.relay.enabled() {
+            Some(transport(&app.cfg).map_err(Failure::usage)?)
+        } else {
+            None
+        };
+        let svc = app.svc.clone();
         let bound = crate::api::bind(app)?;
         for a in &bound.addrs {
             tracing::info!("tmcs listening on https://{a}");
@@ -375,6 +388,9 @@ fn serve(app: App) -> Result<(), Failure> {
             actix_web::rt::spawn(pki.server);
         }
         actix_web::rt::spawn(crate::api::background(bound.state.clone()));
+        if let Some(t) = relay {
+            actix_web::rt::spawn(crate::relay::worker::run(svc, t));
+        }
         actix_web::rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");

@@ -81,6 +81,13 @@ pub fn rfc3339_unix(t: i64) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
+/// [`rfc3339_millis`] of unix milliseconds.
+pub fn rfc3339_unix_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(rfc3339_millis)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }

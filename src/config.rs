@@ -285,20 +285,48 @@ impl Default for PinSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RelaySection {
     pub enabled: bool,
+    /// `fsp` (the FSP moves the money and reports back) or `fsp+bank`
+    /// (tmcs instructs the bank itself).
+    pub mode: String,
+    /// The bank party's id (mode `fsp+bank`).
+    pub bank: String,
+    /// PEM bundle of the CAs callback servers' certificates must chain to;
+    /// empty means `<data>/ca.pem`.
+    pub ca_file: String,
+    pub timeout_seconds: u64,
     pub max_attempts: u32,
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
-    pub timeout_seconds: u64,
+    /// Deliveries in flight per receiver at once.
+    pub per_target_concurrency: usize,
+    /// How often an idle worker looks for due deliveries.
+    pub poll_interval_ms: u64,
+    /// This node's name in delivery leases; empty means `<hostname>/<server.listen>`.
+    pub node_id: String,
+    /// `InitgPty/Nm` of pain.001; empty means `pki.organization`.
+    pub initiating_party: String,
+    /// BICs for `DbtrAgt` and `CdtrAgt`; empty means `Othr/Id` `NOTPROVIDED`.
+    pub debtor_agent_bic: String,
+    pub creditor_agent_bic: String,
 }
 
 impl Default for RelaySection {
     fn default() -> Self {
         Self {
             enabled: true,
+            mode: "fsp".into(),
+            bank: String::new(),
+            ca_file: String::new(),
+            timeout_seconds: 10,
             max_attempts: 8,
             initial_backoff_ms: 500,
             max_backoff_ms: 60_000,
-            timeout_seconds: 10,
+            per_target_concurrency: 4,
+            poll_interval_ms: 200,
+            node_id: String::new(),
+            initiating_party: String::new(),
+            debtor_agent_bic: String::new(),
+            creditor_agent_bic: String::new(),
         }
     }
 }
@@ -356,6 +384,12 @@ pub struct Config {
     pub tls_key: PathBuf,
     pub clients_dir: PathBuf,
     pub ca_pem: PathBuf,
+    /// The relay's mTLS client certificate (CN `tmcs-relay`, chain) and key,
+    /// issued by `tmcs init`.
+    pub relay_cert: PathBuf,
+    pub relay_key: PathBuf,
+    /// The CAs callback servers must chain to (`relay.ca_file`, default `ca.pem`).
+    pub relay_ca: PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -448,6 +482,9 @@ impl Config {
             tls_key: data_dir.join("tls/server.key"),
             clients_dir: data_dir.join("clients"),
             ca_pem: data_dir.join("ca.pem"),
+            relay_cert: data_dir.join("relay/client.crt"),
+            relay_key: data_dir.join("relay/client.key"),
+            relay_ca: at(&file.relay.ca_file, "ca.pem"),
             database_url,
             data_dir,
             file,

@@ -166,6 +166,7 @@ pub fn bootstrap(
     ctx.ensure_ca_hierarchy()?;
     ctx.ensure_server_key_certs()?;
     ctx.ensure_tls_server()?;
+    ctx.ensure_relay_client()?;
     for (name, role) in BOOTSTRAP_CLIENTS {
         ctx.ensure_client(name, *role)?;
     }
@@ -476,27 +477,64 @@ impl Ctx<'_> {
     }
 
     fn ensure_tls_server(&mut self) -> Result<(), AppError> {
-        let (cert_path, key_path) = (self.cfg.tls_cert.clone(), self.cfg.tls_key.clone());
-        if let Some(cur) = self.current(names::TLS_SERVER)? {
-            if Self::key_matches(&cur, &key_path) && self.fresh(&cur) {
-                let (ca, _) = self.issuing()?;
-                let want = format!("{}{}", cur.info.pem, ca.info.pem);
-                fsutil::write_if_changed(&cert_path, want.as_bytes(), 0o644)
-                    .map_err(io_err(&cert_path))?;
-                return Ok(());
-            }
-        }
-        fsutil::ensure_dir(cert_path.parent().unwrap_or(&self.cfg.data_dir), 0o700)
-            .map_err(io_err(&cert_path))?;
         let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         for n in &self.cfg.file.server.tls_names {
             if !sans.contains(n) {
                 sans.push(n.clone());
             }
         }
-        let info =
-            self.issue_file_key("tls-server", "localhost", sans, &cert_path, &key_path, true)?;
-        self.record(&info, Record::new(names::TLS_SERVER, "issuing"))
+        let (cert, key) = (self.cfg.tls_cert.clone(), self.cfg.tls_key.clone());
+        self.ensure_chained_file_cert(names::TLS_SERVER, "tls-server", "localhost", sans, &cert, &key, None)
+    }
+
+    /// The relay's client certificate: how tmcs authenticates to FSPs,
+    /// banks and merchants (CONTRACT §11). Not an mTLS client of tmcs
+    /// itself, so it is not registered as one.
+    fn ensure_relay_client(&mut self) -> Result<(), AppError> {
+        let (cert, key) = (self.cfg.relay_cert.clone(), self.cfg.relay_key.clone());
+        self.ensure_chained_file_cert(
+            names::RELAY_CLIENT,
+            "tls-client",
+            "tmcs-relay",
+            vec![],
+            &cert,
+            &key,
+            Some("tmcs-relay"),
+        )
+    }
+
+    /// A certificate for a file key, written with the issuing CA after it;
+    /// kept while its key file matches and it is fresh, else issued anew.
+    #[allow(clippy::too_many_arguments)]
+    fn ensure_chained_file_cert(
+        &mut self,
+        name: &str,
+        profile: &str,
+        cn: &str,
+        sans: Vec<String>,
+        cert_path: &Path,
+        key_path: &Path,
+        owner: Option<&str>,
+    ) -> Result<(), AppError> {
+        if let Some(cur) = self.current(name)? {
+            if Self::key_matches(&cur, key_path) && self.fresh(&cur) {
+                let (ca, _) = self.issuing()?;
+                let want = format!("{}{}", cur.info.pem, ca.info.pem);
+                fsutil::write_if_changed(cert_path, want.as_bytes(), 0o644)
+                    .map_err(io_err(cert_path))?;
+                return Ok(());
+            }
+        }
+        fsutil::ensure_dir(cert_path.parent().unwrap_or(&self.cfg.data_dir), 0o700)
+            .map_err(io_err(cert_path))?;
+        let info = self.issue_file_key(profile, cn, sans, cert_path, key_path, true)?;
+        self.record(
+            &info,
+            Record {
+                owner,
+                ..Record::new(name, "issuing")
+            },
+        )
     }
 
     fn ensure_client(&mut self, name: &str, role: Role) -> Result<(), AppError> {

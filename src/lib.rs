@@ -20,6 +20,7 @@ pub mod keycache;
 pub mod party;
 pub mod pki;
 pub mod problem;
+pub mod relay;
 pub mod secret;
 pub mod signing;
 pub mod states;

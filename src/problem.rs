@@ -73,6 +73,10 @@ problems! {
     RequestNotFound = ("request.not_found", 404, "No such signing request"),
     RequestExpired = ("request.expired", 409, "The signing request has expired"),
     RequestNotPending = ("request.not_pending", 409, "The signing request is not pending"),
+    RequestConflict = ("request.conflict", 409, "The request is in another state"),
+    ReceiptNotReady = ("receipt.not_ready", 404, "The payment has not ended yet"),
+    DeliveryNotFound = ("delivery.not_found", 404, "No such relay delivery"),
+    DeliveryNotFailed = ("delivery.not_failed", 409, "Only a failed delivery can be retried"),
     SadMismatch = ("sad.mismatch", 403, "The authorisation does not match the request"),
 }
 

@@ -121,6 +121,12 @@ impl RequestStatus {
             (Relayed, Settled),
             (Relayed, RolledBack),
             (Relayed, Failed),
+            // A delivery that gave up and is retried by the operator: the
+            // request moves on from `failed` once it goes through (only a
+            // request with a signature has deliveries).
+            (Failed, Relayed),
+            (Failed, Settled),
+            (Failed, RolledBack),
         ]
     };
 
@@ -167,6 +173,14 @@ impl RequestStatus {
     pub fn is_final(self) -> bool {
         !Self::TRANSITIONS.iter().any(|(from, _)| *from == self)
     }
+
+    /// Where a payment ends (CONTRACT §11: the receipt's statuses; `failed`
+    /// may still move on if the operator retries the delivery).
+    pub const ENDED: &'static [RequestStatus] = &[
+        RequestStatus::Settled,
+        RequestStatus::RolledBack,
+        RequestStatus::Failed,
+    ];
 }
 
 text_enum! {
@@ -210,6 +224,41 @@ text_enum! {
         Auditor = "auditor",
         Fsp = "fsp",
         Gateway = "gateway",
+    }
+}
+
+text_enum! {
+    /// What a relay delivery carries (CONTRACT §11, header `TMCS-Event`).
+    DeliveryEvent ("delivery event") {
+        /// The signed iMS, to the FSP that submitted it.
+        Signed = "signed",
+        /// The ISO 20022 pain.001, to the bank (mode `fsp+bank`).
+        Instruction = "instruction",
+        /// The final status, to the FSP and the merchant.
+        Outcome = "outcome",
+    }
+}
+
+text_enum! {
+    /// Where a delivery is in the outbox.
+    DeliveryStatus ("delivery status") {
+        /// Waiting for its next attempt.
+        Pending = "pending",
+        /// Claimed by a node (leased) and being sent.
+        Delivering = "delivering",
+        Delivered = "delivered",
+        /// Gave up after `relay.max_attempts`, or refused by the receiver.
+        Failed = "failed",
+    }
+}
+
+impl DeliveryStatus {
+    /// The status operators see: `delivering` (leased, in flight) is `pending`.
+    pub fn public(self) -> DeliveryStatus {
+        match self {
+            DeliveryStatus::Delivering => DeliveryStatus::Pending,
+            s => s,
+        }
     }
 }
 
@@ -277,9 +326,10 @@ mod tests {
             "no signature without a claim"
         );
         assert!(!Expired.can_become(Signing));
-        for s in [Settled, RolledBack, Declined, Expired, Failed] {
+        for s in [Settled, RolledBack, Declined, Expired] {
             assert!(s.is_final(), "{s}");
         }
+        assert!(!Failed.is_final(), "a failed relay may be retried");
         for s in [PendingAuthorization, Signing, Signed, Relayed] {
             assert!(!s.is_final(), "{s}");
         }

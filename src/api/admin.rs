@@ -10,6 +10,8 @@ use super::{ApiError, Caller, State};
 use crate::party::{self, Credential, NewParty};
 use crate::pki::lifecycle::{self, Transition};
 use crate::pki::Reason;
+use crate::relay;
+use crate::states::DeliveryStatus;
 use crate::subscriber::{self, Registration};
 
 /// `{"reason": "…"}` bodies are tiny.
@@ -35,7 +37,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/parties/{party_id}", web::get().to(get_party))
         .route("/parties/{party_id}/suspend", web::post().to(suspend_party))
         .route("/parties/{party_id}/resume", web::post().to(resume_party))
-        .route("/parties/{party_id}/revoke", web::post().to(revoke_party));
+        .route("/parties/{party_id}/revoke", web::post().to(revoke_party))
+        .route("/relay", web::get().to(relay_list))
+        .route("/relay/{delivery_id}/retry", web::post().to(relay_retry));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayQuery {
+    /// `pending` (with those in flight), `failed` or `delivered`; all when absent.
+    status: Option<DeliveryStatus>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/admin/relay` (CONTRACT §11).
+async fn relay_list(
+    state: web::Data<State>,
+    _caller: Caller,
+    q: web::Query<RelayQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let list = state
+        .domain(move |svc| relay::outcome::list(svc, q.status, q.limit.unwrap_or(100)))
+        .await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// `POST /v1/admin/relay/{delivery_id}/retry`.
+async fn relay_retry(
+    state: web::Data<State>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let view = state
+        .domain(move |svc| relay::outcome::retry(svc, &caller.actor(), &id))
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::body::{parse_json, read_limited};
 use super::{ApiError, State};
+use crate::relay::receipt;
 use crate::signing;
 use crate::store::subscribers::SubscriberRow;
 use crate::subscriber::{self, ActivateRequest, Authenticated, DeviceCall};
@@ -25,7 +26,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/requests", web::get().to(list_requests))
         .route("/requests/{id}", web::get().to(get_request))
         .route("/requests/{id}/authorize", web::post().to(authorize))
-        .route("/requests/{id}/decline", web::post().to(decline));
+        .route("/requests/{id}/decline", web::post().to(decline))
+        .route("/receipts", web::get().to(list_receipts))
+        .route("/receipts/{id}", web::get().to(get_receipt));
+}
+
+/// `GET /v1/handset/receipts`: the payer's receipts, newest first.
+async fn list_receipts(state: web::Data<State>, device: Device) -> Result<HttpResponse, ApiError> {
+    let id = device.subscriber().id.clone();
+    let list = state.domain(move |svc| receipt::receipts(svc, &id)).await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// `GET /v1/handset/receipts/{request_id}`.
+async fn get_receipt(
+    state: web::Data<State>,
+    device: Device,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let sub = device.subscriber().id.clone();
+    let r = state
+        .domain(move |svc| receipt::receipt(svc, &sub, &id))
+        .await?;
+    Ok(HttpResponse::Ok().json(r))
 }
 
 /// The client's address.

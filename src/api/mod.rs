@@ -211,10 +211,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/parties/{party_id}/suspend"),
     ("POST", "/v1/admin/parties/{party_id}/resume"),
     ("POST", "/v1/admin/parties/{party_id}/revoke"),
+    ("GET", "/v1/admin/relay"),
+    ("POST", "/v1/admin/relay/{delivery_id}/retry"),
     ("GET", "/v1/audit/events"),
     ("GET", "/v1/audit/checkpoints"),
     ("POST", "/v1/fsp/messages"),
     ("GET", "/v1/fsp/requests/{id}"),
+    ("POST", "/v1/fsp/requests/{id}/outcome"),
     ("POST", "/v1/gateway/authorize"),
     ("POST", "/v1/handset/activate"),
     ("POST", "/v1/handset/pin"),
@@ -222,6 +225,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/handset/requests/{id}"),
     ("POST", "/v1/handset/requests/{id}/authorize"),
     ("POST", "/v1/handset/requests/{id}/decline"),
+    ("GET", "/v1/handset/receipts"),
+    ("GET", "/v1/handset/receipts/{id}"),
 ];
 
 /// The methods `ROUTES` allows on `path` (empty: no such resource).

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::states::{CertStatus, PartyKind, RequestStatus, Role};
+use crate::states::{CertStatus, DeliveryEvent, PartyKind, RequestStatus, Role};
 
 /// Why a subscriber was blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -224,6 +224,57 @@ pub enum AuditEvent {
     },
     RequestDeclined {},
 
+    // --- relay and settlement (CONTRACT §11) -------------------------------
+    /// A delivery a receiver took (2xx).
+    RelayDelivered {
+        delivery: String,
+        event: DeliveryEvent,
+        target: String,
+        attempts: i32,
+        http_status: u16,
+    },
+    /// An attempt that will be repeated after a backoff.
+    RelayRetry {
+        delivery: String,
+        event: DeliveryEvent,
+        target: String,
+        attempt: i32,
+        error: String,
+        next_attempt_at: String,
+    },
+    /// A failed delivery put back in the queue by an operator.
+    RelayRequeued {
+        delivery: String,
+        event: DeliveryEvent,
+        target: String,
+        requeued_by: &'static str,
+    },
+    /// A delivery that gave up (after `relay.max_attempts`, or refused).
+    RelayFailed {
+        delivery: String,
+        event: DeliveryEvent,
+        target: String,
+        attempts: i32,
+        error: String,
+    },
+    /// The FSP took the signed iMS.
+    RequestRelayed {
+        fsp: String,
+        delivery: String,
+    },
+    /// The money moved: the bank's pain.002 (mode `fsp+bank`) or the FSP's
+    /// report (mode `fsp`).
+    RequestSettled {
+        by: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bank_status: Option<String>,
+    },
+    /// The payment was undone (Y.2741 6.4.1.3): the bank's `RJCT` or the FSP's report.
+    RequestRolledBack {
+        by: &'static str,
+        reason: String,
+    },
+
     // --- the system --------------------------------------------------------
     SystemInitialized {
         items_created: usize,
@@ -279,6 +330,12 @@ impl AuditEvent {
             E::RequestFailed { .. } => "request.failed",
             E::RequestExpired { .. } => "request.expired",
             E::RequestDeclined {} => "request.declined",
+            E::RelayDelivered { .. } => "relay.delivered",
+            E::RelayRetry { .. } | E::RelayRequeued { .. } => "relay.retry",
+            E::RelayFailed { .. } => "relay.failed",
+            E::RequestRelayed { .. } => "request.relayed",
+            E::RequestSettled { .. } => "request.settled",
+            E::RequestRolledBack { .. } => "request.rolled_back",
             E::SystemInitialized { .. } => "system.initialized",
         }
     }

@@ -36,6 +36,8 @@ pub mod names {
     pub const OCSP: &str = "ocsp";
     pub const PIN_PEPPER: &str = "pin-pepper";
     pub const TLS_SERVER: &str = "tls-server";
+    /// The relay's outgoing mTLS identity (CN `tmcs-relay`, CONTRACT §11).
+    pub const RELAY_CLIENT: &str = "relay-client";
 }
 
 #[derive(Debug, thiserror::Error)]

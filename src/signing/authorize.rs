@@ -273,6 +273,9 @@ fn sign_once(
         if !requests::store_signature(c, &row.id, &sig_b64, &signed_xml, now.unix_timestamp())? {
             return Ok(false);
         }
+        // Step 6: the signed message leaves through the outbox, committed
+        // with the signature or not at all.
+        crate::relay::outbox::enqueue_signed(c, &svc.relay, &row, &signed_xml, &serial, now)?;
         audit::append(
             c,
             now,
@@ -288,7 +291,9 @@ fn sign_once(
         )?;
         Ok(true)
     })?;
-    if !stored {
+    if stored {
+        svc.relay.wake();
+    } else {
         // The claim was taken away (expired by the sweeper): the signature
         // is dropped here and was never given to anyone.
         return Err(reject(

@@ -72,7 +72,7 @@ pub fn display_message(
     )
 }
 
-pub(crate) fn parse_stored(row: &RequestRow) -> Result<ImsMessage, DomainError> {
+pub fn parse_stored(row: &RequestRow) -> Result<ImsMessage, DomainError> {
     ImsMessage::parse(row.ims_xml.as_bytes())
         .map_err(|e| crate::error::internal(format!("stored iMS of {}: {e}", row.id)))
 }

@@ -291,6 +291,7 @@ fn submit_inner(
         expires_at: t + policy.request_ttl_seconds,
         updated_at: t,
         signed_at: None,
+        final_at: None,
     };
     let max = svc.pins.settings.max_attempts;
     let result = svc.store.write(|c| -> DomainResult<Submitted> {

@@ -152,6 +152,9 @@ pub struct FspView {
     pub ims: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why it was rolled back or failed (CONTRACT §11).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub expires_at: String,
     pub verification_code: String,
 }
@@ -163,8 +166,12 @@ pub fn fsp_view(svc: &Services, fsp_party: &str, id: &str) -> DomainResult<FspVi
         .read(|c| requests::get(c, id))?
         .filter(|r| r.fsp_party == fsp_party)
         .ok_or_else(|| reject(Problem::RequestNotFound, "no such request for this FSP"))?;
+    let status = row.seen_at(svc.clock.now().unix_timestamp());
     Ok(FspView {
-        status: row.seen_at(svc.clock.now().unix_timestamp()),
+        reason: matches!(status, RequestStatus::RolledBack | RequestStatus::Failed)
+            .then(|| row.error_code.clone())
+            .flatten(),
+        status,
         request_id: row.id,
         ims: row.signed_xml,
         error: row.error_code,

@@ -11,6 +11,7 @@
 pub mod audit_rows;
 pub mod certs;
 pub mod clients;
+pub mod deliveries;
 mod conn;
 pub mod keys;
 pub mod parties;

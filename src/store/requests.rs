@@ -38,6 +38,8 @@ pub struct RequestRow {
     pub expires_at: i64,
     pub updated_at: i64,
     pub signed_at: Option<i64>,
+    /// When it reached settled, rolled_back or failed.
+    pub final_at: Option<i64>,
 }
 
 impl RequestRow {
@@ -234,6 +236,33 @@ pub fn fail(
             ..Effects::default()
         },
     )
+}
+
+/// Records how a request ended: its reason (or none) and when (the
+/// receipt's `ts`). Call after the transition that ended it.
+pub fn mark_ended(conn: &mut DbConn, id: &str, reason: Option<&str>, now: i64) -> DbResult<()> {
+    diesel::update(requests::table.find(id))
+        .set((
+            requests::error_code.eq(reason),
+            requests::final_at.eq(now),
+            requests::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The subscriber's requests that ended (settled, rolled back, failed),
+/// newest first: the receipts.
+pub fn ended_for(conn: &mut DbConn, subscriber_id: &str, limit: i64) -> DbResult<Vec<RequestRow>> {
+    Ok(requests::table
+        .filter(requests::subscriber_id.eq(subscriber_id))
+        .filter(requests::status.eq_any(texts(RequestStatus::ENDED)))
+        // An ended request is not written again except by the change that
+        // ends it anew (an operator's retry), which also sets updated_at.
+        .order((requests::updated_at.desc(), requests::id.asc()))
+        .limit(limit)
+        .select(RequestRow::as_select())
+        .load(conn)?)
 }
 
 /// Requests past their expiry that never got a signature (at most `limit`).

@@ -79,6 +79,8 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
+    deliveries,
+    requests,
     certificates,
     pki_current,
     clients,
@@ -165,6 +167,7 @@ diesel::table! {
         expires_at -> BigInt,
         updated_at -> BigInt,
         signed_at -> Nullable<BigInt>,
+        final_at -> Nullable<BigInt>,
     }
 }
 
@@ -181,5 +184,27 @@ diesel::table! {
         party_id -> Text,
         reason -> Text,
         revoked_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    deliveries (id) {
+        id -> Text,
+        request_id -> Text,
+        event -> Text,
+        target -> Text,
+        idempotency_key -> Text,
+        content_type -> Text,
+        headers -> Text,
+        body -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_ms -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_until_ms -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        delivered_at -> Nullable<BigInt>,
     }
 }

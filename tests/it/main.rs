@@ -7,7 +7,6 @@ mod support;
 mod acceptance;
 mod api_foundation;
 mod audit_chain;
-mod cli;
 mod core_bugs;
 mod fuzz_corpus;
 mod hardening;

@@ -1,12 +1,17 @@
 //! The `tmcs` binary as an operator runs it: exit codes, `init` on the
 //! embedded defaults (its own SoftHSM2 token under <data>/softhsm/), and
 //! `audit verify` on a tampered database and export.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use diesel::{Connection, RunQueryDsl};
+
+#[path = "../../tests/it/support.rs"]
+#[allow(dead_code, unused_macros)]
+mod support;
 
 fn tmcs(data: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tmcs"));

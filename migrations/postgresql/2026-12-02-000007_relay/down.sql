@@ -1,0 +1,2 @@
+DROP TABLE deliveries;
+ALTER TABLE requests DROP COLUMN final_at;
