@@ -484,7 +484,15 @@ impl Ctx<'_> {
             }
         }
         let (cert, key) = (self.cfg.tls_cert.clone(), self.cfg.tls_key.clone());
-        self.ensure_chained_file_cert(names::TLS_SERVER, "tls-server", "localhost", sans, &cert, &key, None)
+        self.ensure_chained_file_cert(
+            names::TLS_SERVER,
+            "tls-server",
+            "localhost",
+            sans,
+            &cert,
+            &key,
+            None,
+        )
     }
 
     /// The relay's client certificate: how tmcs authenticates to FSPs,

@@ -77,7 +77,9 @@ impl Transport for HttpsTransport {
             }
             let mut res = req.send_body(out.body.clone()).await.map_err(|e| match e {
                 awc::error::SendRequestError::Timeout => TransportError::Timeout,
-                awc::error::SendRequestError::Connect(e) => TransportError::Unreachable(e.to_string()),
+                awc::error::SendRequestError::Connect(e) => {
+                    TransportError::Unreachable(e.to_string())
+                }
                 other => TransportError::Other(other.to_string()),
             })?;
             let status = res.status().as_u16();

@@ -62,11 +62,19 @@ pub struct RelaySettings {
 }
 
 impl RelaySettings {
-    pub fn from_config(r: &RelaySection, organization: &str, listen: &str) -> Result<RelaySettings, String> {
+    pub fn from_config(
+        r: &RelaySection,
+        organization: &str,
+        listen: &str,
+    ) -> Result<RelaySettings, String> {
         let mode = match r.mode.as_str() {
             "fsp" => Mode::Fsp,
             "fsp+bank" => Mode::FspBank,
-            other => return Err(format!("relay.mode {other:?}: want \"fsp\" or \"fsp+bank\"")),
+            other => {
+                return Err(format!(
+                    "relay.mode {other:?}: want \"fsp\" or \"fsp+bank\""
+                ))
+            }
         };
         let bank = (!r.bank.is_empty()).then(|| r.bank.clone());
         if mode == Mode::FspBank && bank.is_none() && r.enabled {
@@ -253,7 +261,10 @@ mod tests {
             let full = (500u64 << (attempt - 1)).min(60_000);
             for _ in 0..20 {
                 let b = s.backoff(attempt).as_millis() as u64;
-                assert!(b >= full / 2 && b <= full, "attempt {attempt}: {b} of {full}");
+                assert!(
+                    b >= full / 2 && b <= full,
+                    "attempt {attempt}: {b} of {full}"
+                );
             }
         }
         assert!(RelaySettings::from_config(

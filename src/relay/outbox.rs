@@ -126,8 +126,9 @@ fn enqueue_instruction(
         return Err(internal("relay.mode fsp+bank without relay.bank"));
     };
     let ims = parse_stored(row)?;
-    let signed_at = time::OffsetDateTime::from_unix_timestamp(row.signed_at.unwrap_or(row.updated_at))
-        .map_err(|e| internal(e.to_string()))?;
+    let signed_at =
+        time::OffsetDateTime::from_unix_timestamp(row.signed_at.unwrap_or(row.updated_at))
+            .map_err(|e| internal(e.to_string()))?;
     let xml = pain::pain001(&Instruction {
         request_id: &row.id,
         ims: &ims,
@@ -235,7 +236,9 @@ pub enum Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     Delivered,
-    Retry { next_attempt_ms: i64 },
+    Retry {
+        next_attempt_ms: i64,
+    },
     Failed,
     /// Another node took the delivery over meanwhile; its answer counts.
     LeaseLost,
@@ -333,7 +336,9 @@ pub fn record(
             delivered(c, relay, d, bank, now)?;
             Ok(Recorded::Delivered)
         }
-        Attempt::Retryable(error) if d.attempts < i32::try_from(relay.settings.max_attempts).unwrap_or(i32::MAX) => {
+        Attempt::Retryable(error)
+            if d.attempts < i32::try_from(relay.settings.max_attempts).unwrap_or(i32::MAX) =>
+        {
             let attempt_no = u32::try_from(d.attempts.max(1)).unwrap_or(1);
             let wait = relay.settings.backoff(attempt_no);
             let next = now_ms(now) + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
@@ -397,7 +402,12 @@ fn delivered(
     let sys = Actor::System;
     match (d.event, bank) {
         (DeliveryEvent::Signed, _) => {
-            let Some(_) = advance(c, &d.request_id, RequestStatus::Relayed, now.unix_timestamp())?
+            let Some(_) = advance(
+                c,
+                &d.request_id,
+                RequestStatus::Relayed,
+                now.unix_timestamp(),
+            )?
             else {
                 return Ok(());
             };

@@ -29,11 +29,7 @@ const MAX_REASON: usize = 140;
 fn checked_reason(r: Option<&str>) -> DomainResult<Option<String>> {
     match r {
         None => Ok(None),
-        Some(r)
-            if !r.is_empty()
-                && r.len() <= MAX_REASON
-                && r.chars().all(|c| !c.is_control()) =>
-        {
+        Some(r) if !r.is_empty() && r.len() <= MAX_REASON && r.chars().all(|c| !c.is_control()) => {
             Ok(Some(r.to_string()))
         }
         Some(_) => Err(reject(
@@ -98,7 +94,16 @@ pub fn report(
                 bank_status: None,
             },
         };
-        end_request(c, &svc.relay, actor, id, status, reason.as_deref(), event, now)
+        end_request(
+            c,
+            &svc.relay,
+            actor,
+            id,
+            status,
+            reason.as_deref(),
+            event,
+            now,
+        )
     })?;
     if made {
         svc.relay.wake();
@@ -129,7 +134,11 @@ pub struct DeliveryList {
 
 /// The newest deliveries, of one public status (`pending` includes those
 /// in flight) or all.
-pub fn list(svc: &Services, status: Option<DeliveryStatus>, limit: i64) -> DomainResult<DeliveryList> {
+pub fn list(
+    svc: &Services,
+    status: Option<DeliveryStatus>,
+    limit: i64,
+) -> DomainResult<DeliveryList> {
     let limit = limit.clamp(1, 1000);
     let statuses: &[DeliveryStatus] = match status {
         None => &[],

@@ -1,6 +1,7 @@
 //! ISO 20022 messages with the bank (CONTRACT §11): the `pain.001.001.09`
 //! credit transfer tmcs sends, built as a typed model serialised with
-//! quick-xml (it validates against `shared/schemas/pain.001.001.09.xsd`; the
+//! quick-xml (it validates against `schemas/pain.001.001.09.xsd`, the copy
+//! of CONTRACT §11's `shared/schemas/pain.001.001.09.xsd`; the
 //! tests check with `xmllint`), and the `pain.002.001.10` status report it
 //! reads back.
 
@@ -96,10 +97,17 @@ struct ExecutionDate {
     date: String,
 }
 
+/// An XSD choice: the variant's element, in place.
+#[derive(Serialize)]
+struct Choice<T> {
+    #[serde(rename = "$value")]
+    chosen: T,
+}
+
 #[derive(Serialize)]
 struct Account {
     #[serde(rename = "Id")]
-    id: AccountId,
+    id: Choice<AccountId>,
 }
 
 #[derive(Serialize)]
@@ -116,7 +124,7 @@ enum AccountId {
 #[derive(Serialize)]
 struct Agent {
     #[serde(rename = "FinInstnId")]
-    institution: Institution,
+    institution: Choice<Institution>,
 }
 
 #[derive(Serialize)]
@@ -174,12 +182,15 @@ struct Remittance {
 
 /// `Id/IBAN` when the value is a valid IBAN (checksum and structure), else
 /// `Id/Othr/Id`.
-fn account(value: &str) -> AccountId {
-    match value.parse::<iban::Iban>() {
+fn account(value: &str) -> Account {
+    let chosen = match value.parse::<iban::Iban>() {
         Ok(i) => AccountId::Iban(i.electronic_str().to_string()),
         Err(_) => AccountId::Other {
             id: value.to_string(),
         },
+    };
+    Account {
+        id: Choice { chosen },
     }
 }
 
@@ -190,9 +201,11 @@ pub fn is_iban(value: &str) -> bool {
 
 fn agent(bic: Option<&str>) -> Agent {
     Agent {
-        institution: match bic {
-            Some(b) => Institution::Bic(b.to_string()),
-            None => Institution::Other { id: "NOTPROVIDED" },
+        institution: Choice {
+            chosen: match bic {
+                Some(b) => Institution::Bic(b.to_string()),
+                None => Institution::Other { id: "NOTPROVIDED" },
+            },
         },
     }
 }
@@ -200,10 +213,38 @@ fn agent(bic: Option<&str>) -> Agent {
 /// The longest account text an ISO 20022 `Othr/Id` holds (Max34Text).
 pub const MAX_OTHER_ID: usize = 34;
 
+/// The longest `EndToEndId` (Max35Text); a longer `ref` is carried in
+/// `Ustrd` only, and the request id names the transaction.
+pub const MAX_END_TO_END: usize = 35;
+
+/// The longest `Nm` and `Ustrd` (Max140Text).
+const MAX_TEXT: usize = 140;
+
+fn max140(s: String) -> String {
+    s.chars().take(MAX_TEXT).collect()
+}
+
+/// Whether the message's accounts fit an ISO 20022 instruction (mode
+/// `fsp+bank` refuses others at submission: an account must not be cut).
+pub fn instructable(m: &ImsMessage) -> Result<(), String> {
+    for (name, value) in [
+        ("accountPayable", &m.account_payable),
+        ("accountReceivable", &m.account_receivable),
+    ] {
+        if value.chars().count() > MAX_OTHER_ID && !is_iban(value) {
+            return Err(format!(
+                "{name} is longer than {MAX_OTHER_ID} characters and not an IBAN: it cannot be instructed to the bank (ISO 20022 Max34Text)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The `pain.001.001.09` of one instruction (one `PmtInf`, one `CdtTrfTxInf`).
 pub fn pain001(i: &Instruction<'_>) -> Result<String, String> {
-    let id = message_id(i.request_id);
     let m = i.ims;
+    instructable(m)?;
+    let id = message_id(i.request_id);
     let sum = m.amount.decimal_string();
     let created = crate::clock::rfc3339_seconds(i.signed_at);
     let date = crate::clock::rfc3339_seconds(i.signed_at)
@@ -220,7 +261,7 @@ pub fn pain001(i: &Instruction<'_>) -> Result<String, String> {
                 count: "1",
                 sum: sum.clone(),
                 initiating: Name {
-                    name: i.initiating_party.to_string(),
+                    name: max140(i.initiating_party.to_string()),
                 },
             },
             payment: PaymentInfo {
@@ -230,15 +271,16 @@ pub fn pain001(i: &Instruction<'_>) -> Result<String, String> {
                 sum: sum.clone(),
                 execution: ExecutionDate { date },
                 debtor: Name {
-                    name: m.from.to_string(),
+                    name: max140(m.from.to_string()),
                 },
-                debtor_account: Account {
-                    id: account(&m.account_payable),
-                },
+                debtor_account: account(&m.account_payable),
                 debtor_agent: agent(i.debtor_agent_bic),
                 transaction: Transaction {
                     payment_id: PaymentId {
-                        end_to_end: reference.clone().unwrap_or_else(|| id.clone()),
+                        end_to_end: reference
+                            .clone()
+                            .filter(|r| r.len() <= MAX_END_TO_END)
+                            .unwrap_or_else(|| id.clone()),
                     },
                     amount: Amount {
                         instructed: InstructedAmount {
@@ -248,23 +290,23 @@ pub fn pain001(i: &Instruction<'_>) -> Result<String, String> {
                     },
                     creditor_agent: agent(i.creditor_agent_bic),
                     creditor: Name {
-                        name: m.to.to_string(),
+                        name: max140(m.to.to_string()),
                     },
-                    creditor_account: Account {
-                        id: account(&m.account_receivable),
-                    },
+                    creditor_account: account(&m.account_receivable),
                     remittance: Remittance {
-                        unstructured: match &reference {
+                        unstructured: max140(match &reference {
                             Some(r) => format!("{r} {}", m.to),
                             None => m.to.to_string(),
-                        },
+                        }),
                     },
                 },
             },
         },
     };
     let body = quick_xml::se::to_string(&doc).map_err(|e| format!("pain.001: {e}"))?;
-    Ok(format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}"))
+    Ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{body}"
+    ))
 }
 
 /// The bank's answer to one instruction.
@@ -419,7 +461,7 @@ mod tests {
     /// Validates with `xmllint --schema` against the contract's XSD.
     fn xsd_valid(xml: &str) -> Result<(), String> {
         use std::io::Write;
-        let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/schemas/pain.001.001.09.xsd");
+        let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/pain.001.001.09.xsd");
         let mut child = std::process::Command::new("xmllint")
             .args(["--noout", "--schema", xsd, "-"])
             .stdin(std::process::Stdio::piped())
@@ -443,7 +485,11 @@ mod tests {
 
     #[test]
     fn pain001_follows_the_contract_and_the_xsd() {
-        let m = ims("DE89370400440532013000", "9876-543-21de", Some("POS-7-000123"));
+        let m = ims(
+            "DE89370400440532013000",
+            "9876-543-21de",
+            Some("POS-7-000123"),
+        );
         let xml = build(&m);
         xsd_valid(&xml).unwrap();
         for part in [
@@ -469,14 +515,49 @@ mod tests {
         let xml = build(&ims("1234", "5678", None));
         xsd_valid(&xml).unwrap();
         assert!(xml.contains("<EndToEndId>3f2b1c9a0d4e4f6a8b7c1d2e3f4a5b6c</EndToEndId>"));
+        // The longest ref and party ids still make a valid message: a ref
+        // over 35 characters is not the EndToEndId, Ustrd is cut at 140.
+        let long_ref = "R".repeat(64);
+        let mut m = ims("1234", "5678", Some(&long_ref));
+        m.to = PartyId::parse(&format!("{}@merchant.{}", "a".repeat(64), "b".repeat(63))).unwrap();
+        let xml = build(&m);
+        xsd_valid(&xml).unwrap();
+        assert!(xml.contains("<EndToEndId>3f2b1c9a0d4e4f6a8b7c1d2e3f4a5b6c</EndToEndId>"));
+        // An account that is no IBAN and over 34 characters is refused, not cut.
+        let m = ims(&"9".repeat(35), "5678", None);
+        assert!(instructable(&m).is_err());
+        assert!(pain001(&Instruction {
+            request_id: "r",
+            ims: &m,
+            signed_at: time::macros::datetime!(2026-12-02 10:00:05 UTC),
+            initiating_party: "tmcs",
+            debtor_agent_bic: None,
+            creditor_agent_bic: None,
+        })
+        .is_err());
         // A broken IBAN checksum is not an IBAN.
         let xml = build(&ims("DE89370400440532013001", "5678", None));
         assert!(xml.contains("<Othr><Id>DE89370400440532013001</Id></Othr>"));
     }
 
+    /// `schemas/` holds CONTRACT §11's XSD unchanged.
+    #[test]
+    fn the_xsd_is_the_contracts() {
+        let ours = include_bytes!("../../schemas/pain.001.001.09.xsd");
+        let shared = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/schemas/pain.001.001.09.xsd"
+        );
+        match std::fs::read(shared) {
+            Ok(theirs) => assert!(ours[..] == theirs[..], "schemas/ differs from {shared}"),
+            Err(e) => eprintln!("NOT COMPARED: {shared} is not next to this checkout ({e}); schemas/ is the copy used"),
+        }
+    }
+
     #[test]
     fn the_xsd_check_is_a_real_judge() {
-        let xml = build(&ims("1234", "5678", None)).replace("<PmtMtd>TRF</PmtMtd>", "<PmtMtd>XXX</PmtMtd>");
+        let xml = build(&ims("1234", "5678", None))
+            .replace("<PmtMtd>TRF</PmtMtd>", "<PmtMtd>XXX</PmtMtd>");
         assert!(xsd_valid(&xml).is_err());
     }
 

@@ -59,7 +59,8 @@ pub async fn run(svc: Services, transport: Rc<dyn Transport>) {
         let n = node.clone();
         match blocking(&svc, move |s| {
             let now = now_ms(s);
-            Ok(s.store.write(|c| deliveries::release_leases_of(c, &n, now))?)
+            Ok(s.store
+                .write(|c| deliveries::release_leases_of(c, &n, now))?)
         })
         .await
         {
@@ -123,7 +124,8 @@ async fn pass(
     let settings = &svc.relay.settings;
     let targets = blocking(svc, |s| {
         let now = now_ms(s);
-        Ok(s.store.read(|c| deliveries::due_targets(c, now, TARGETS_PER_PASS))?)
+        Ok(s.store
+            .read(|c| deliveries::due_targets(c, now, TARGETS_PER_PASS))?)
     })
     .await?;
     for target in targets {
@@ -144,8 +146,12 @@ async fn pass(
         .await?;
         for d in claimed {
             *in_flight.borrow_mut().entry(target.clone()).or_default() += 1;
-            let (svc, transport, in_flight, done) =
-                (svc.clone(), transport.clone(), in_flight.clone(), done.clone());
+            let (svc, transport, in_flight, done) = (
+                svc.clone(),
+                transport.clone(),
+                in_flight.clone(),
+                done.clone(),
+            );
             actix_web::rt::spawn(async move {
                 deliver(&svc, transport.as_ref(), &d).await;
                 if let Some(n) = in_flight.borrow_mut().get_mut(&d.target) {
@@ -201,7 +207,9 @@ async fn deliver(svc: &Services, transport: &dyn Transport, d: &DeliveryRow) {
                         status: a.status,
                         body: a.body,
                     },
-                    Ok(Ok(a)) if a.status >= 500 => Attempt::Retryable(format!("HTTP {}", a.status)),
+                    Ok(Ok(a)) if a.status >= 500 => {
+                        Attempt::Retryable(format!("HTTP {}", a.status))
+                    }
                     Ok(Ok(a)) => Attempt::Refused(format!("HTTP {}", a.status)),
                 }
             }
@@ -251,9 +259,17 @@ fn log_recorded(d: &DeliveryRow, r: &Recorded, attempt: &Attempt) {
         Attempt::Delivered { .. } => "",
     };
     match r {
-        Recorded::Delivered => tracing::info!(delivery = %d.id, request = %d.request_id, event = %d.event, target = %d.target, attempts = d.attempts, "delivered"),
-        Recorded::Retry { next_attempt_ms } => tracing::warn!(delivery = %d.id, request = %d.request_id, event = %d.event, target = %d.target, attempts = d.attempts, next_attempt_ms, error, "delivery will be retried"),
-        Recorded::Failed => tracing::error!(delivery = %d.id, request = %d.request_id, event = %d.event, target = %d.target, attempts = d.attempts, error, "delivery failed"),
-        Recorded::LeaseLost => tracing::warn!(delivery = %d.id, "another node took this delivery over; its answer counts"),
+        Recorded::Delivered => {
+            tracing::info!(delivery = %d.id, request = %d.request_id, event = %d.event, target = %d.target, attempts = d.attempts, "delivered")
+        }
+        Recorded::Retry { next_attempt_ms } => {
+            tracing::warn!(delivery = %d.id, request = %d.request_id, event = %d.event, target = %d.target, attempts = d.attempts, next_attempt_ms, error, "delivery will be retried")
+        }
+        Recorded::Failed => {
+            tracing::error!(delivery = %d.id, request = %d.request_id, event = %d.event, target = %d.target, attempts = d.attempts, error, "delivery failed")
+        }
+        Recorded::LeaseLost => {
+            tracing::warn!(delivery = %d.id, "another node took this delivery over; its answer counts")
+        }
     }
 }

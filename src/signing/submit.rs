@@ -169,6 +169,10 @@ fn submit_inner(
             "to/sign and FSPsign are required",
         ));
     };
+    if svc.relay.enabled() && svc.relay.settings.mode == crate::relay::Mode::FspBank {
+        // What is signed must be instructable to the bank as it stands.
+        crate::relay::pain::instructable(&m).map_err(|e| reject(Problem::ImsMalformed, e))?;
+    }
     let policy = &svc.policy;
     let tier = policy.tier(&m.amount)?;
     if tier != m.tier {

@@ -156,14 +156,27 @@ pub fn release_leases_of(conn: &mut DbConn, node: &str, now_ms: i64) -> DbResult
 
 /// The outcome of one attempt, recorded only if `node` still holds the lease.
 pub enum Settle<'a> {
-    Delivered { at: i64 },
-    Retry { next_attempt_ms: i64, error: &'a str },
-    Failed { error: &'a str },
+    Delivered {
+        at: i64,
+    },
+    Retry {
+        next_attempt_ms: i64,
+        error: &'a str,
+    },
+    Failed {
+        error: &'a str,
+    },
 }
 
 /// Records an attempt's outcome; false when the lease was lost (another node
 /// took the delivery over and will record its own).
-pub fn settle(conn: &mut DbConn, id: &str, node: &str, now: i64, outcome: Settle<'_>) -> DbResult<bool> {
+pub fn settle(
+    conn: &mut DbConn,
+    id: &str,
+    node: &str,
+    now: i64,
+    outcome: Settle<'_>,
+) -> DbResult<bool> {
     let mine = deliveries::table
         .filter(deliveries::id.eq(id))
         .filter(deliveries::status.eq(DeliveryStatus::Delivering.as_str()))
@@ -223,7 +236,11 @@ pub fn requeue_failed(conn: &mut DbConn, id: &str, now_ms: i64) -> DbResult<bool
 }
 
 /// Deliveries in one of `statuses` (all when empty), newest first.
-pub fn list(conn: &mut DbConn, statuses: &[DeliveryStatus], limit: i64) -> DbResult<Vec<DeliveryRow>> {
+pub fn list(
+    conn: &mut DbConn,
+    statuses: &[DeliveryStatus],
+    limit: i64,
+) -> DbResult<Vec<DeliveryRow>> {
     let mut q = deliveries::table
         .order((deliveries::created_at.desc(), deliveries::id.asc()))
         .limit(limit)
@@ -256,5 +273,6 @@ pub fn backlog(conn: &mut DbConn, now_ms: i64) -> DbResult<(i64, Option<i64>)> {
 
 /// Decodes the stored extra headers.
 pub fn headers_of(row: &DeliveryRow) -> DbResult<Vec<(String, String)>> {
-    serde_json::from_str(&row.headers).map_err(|e| StoreError::Corrupt(format!("delivery headers: {e}")))
+    serde_json::from_str(&row.headers)
+        .map_err(|e| StoreError::Corrupt(format!("delivery headers: {e}")))
 }

@@ -11,8 +11,8 @@
 pub mod audit_rows;
 pub mod certs;
 pub mod clients;
-pub mod deliveries;
 mod conn;
+pub mod deliveries;
 pub mod keys;
 pub mod parties;
 pub mod replay;

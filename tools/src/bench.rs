@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::demo::{call, fail, party_client, register_party, sign, text, DemoError, Party};
+use crate::demo::{fail, party_client, register_party, sign, DemoError, Party};
+use crate::trip::{activate_handsets, Payment, Terms};
 use tmcs::app::App;
 use tmcs::clock::SharedClock;
 use tmcs::config::Config;
 use tmcs::hsm::{EcUsage, GeneratedKey};
-use tmcs::ims::{ImsMessage, Money, PartyId, Ref, Tier};
+use tmcs::ims::Tier;
 use tmcs_client::Handset;
 
 #[derive(Debug, Clone, Copy)]
@@ -99,83 +100,28 @@ async fn handset_loop(
 }
 
 async fn one_cycle(sh: &Shared, h: &Handset, idx: usize, n: u64) -> Result<(f64, f64), DemoError> {
-    let now = sh.app.svc.clock.now();
-    let mut m = ImsMessage {
-        tier: Tier::Small,
-        reference: Some(
-            Ref::new(&format!("B-{idx}-{n}-{}", now.unix_timestamp()))
-                .map_err(|e| fail(e.to_string()))?,
-        ),
-        from: format!("tel:{}", h.msisdn)
-            .parse::<PartyId>()
-            .map_err(|e| fail(e.to_string()))?,
-        from_sign: None,
-        to: sh
-            .merchant
-            .id
-            .parse::<PartyId>()
-            .map_err(|e| fail(e.to_string()))?,
-        to_sign: None,
-        fsp_sign: None,
-        timestamp: now.replace_nanosecond(0).unwrap_or(now),
-        account_payable: "1234-5678".into(),
-        account_receivable: "9876-5432".into(),
-        amount: Money::parse("EUR1.00").map_err(|e| fail(e.to_string()))?,
-    };
-    m.to_sign = Some(sign(&sh.merchant.key, &m.canonical_m())?);
-    m.fsp_sign = Some(sign(
-        &sh.fsp_party.key,
-        &m.canonical_f().map_err(|e| fail(e.to_string()))?,
-    )?);
-    let t0 = Instant::now();
-    let mut res = sh
-        .fsp
-        .post(format!("{}/v1/fsp/messages", sh.base))
-        .insert_header(("content-type", "application/xml"))
-        .send_body(m.to_xml())
-        .await
-        .map_err(|e| fail(format!("submit: {e}")))?;
-    let body = res.body().await.map_err(|e| fail(format!("submit: {e}")))?;
-    if res.status().as_u16() != 202 {
-        return Err(fail(format!(
-            "submit: HTTP {} {}",
-            res.status(),
-            String::from_utf8_lossy(&body)
-        )));
+    let reference = format!("B-{idx}-{n}-{}", sh.app.svc.clock.now().unix_timestamp());
+    let paid = Payment {
+        base: &sh.base,
+        fsp_client: &sh.fsp,
+        anon: &sh.anon,
+        merchant: &sh.merchant,
+        fsp: &sh.fsp_party,
+        clock: &sh.app.svc.clock,
     }
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let submit_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let id = text(&v, "request_id")?;
-    let path = format!("/v1/handset/requests/{id}");
-    let ts = sh.app.svc.clock.now().unix_timestamp();
-    let hdr = h
-        .device_header("GET", &path, ts)
-        .map_err(|e| fail(e.to_string()))?;
-    let (_, r) = call(
-        sh.anon
-            .get(format!("{}{path}", sh.base))
-            .insert_header(("authorization", hdr)),
-        None,
-        "read",
+    .pay(
+        h,
+        PIN,
+        &Terms {
+            reference: &reference,
+            amount: "EUR1.00",
+            tier: Tier::Small,
+            payable: "1234-5678",
+            receivable: "9876-5432",
+        },
     )
     .await?;
-    let block = h
-        .auth_pin_block(&id, &text(&r, "nonce")?, &text(&r, "dtbs_sha256")?, PIN)
-        .map_err(|e| fail(e.to_string()))?;
-    let apath = format!("{path}/authorize");
-    let hdr = h
-        .device_header("POST", &apath, ts)
-        .map_err(|e| fail(e.to_string()))?;
-    let t1 = Instant::now();
-    call(
-        sh.anon
-            .post(format!("{}{apath}", sh.base))
-            .insert_header(("authorization", hdr)),
-        Some(&json!({ "pin_block": block })),
-        "authorize",
-    )
-    .await?;
-    Ok((submit_ms, t1.elapsed().as_secs_f64() * 1000.0))
+    Ok((paid.submit_ms, paid.authorize_ms))
 }
 
 /// The server's crypto per authorisation, without HTTP or the database:
@@ -352,33 +298,7 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
     let fsp = party_client(ca, &fsp_party)?;
 
     // Handsets: registered and activated through the real API.
-    let mut mut_res = anon
-        .get(format!("{base}/pki/transport.pem"))
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let transport = mut_res.body().await.map_err(|e| fail(e.to_string()))?;
-    let mut handsets = Vec::new();
-    for i in 0..opts.handsets {
-        let msisdn = format!("+491600{:07}", i + 1);
-        let (_, v) = call(
-            operator.post(format!("{base}/v1/admin/subscribers")),
-            Some(&json!({ "msisdn": msisdn, "display_name": format!("Bench {i}"), "kyc_ref": "BENCH" })),
-            "register",
-        )
-        .await?;
-        let h = Handset::new(&msisdn, &transport).map_err(|e| fail(e.to_string()))?;
-        let body = h
-            .activation_body(&text(&v, "activation_code")?, PIN)
-            .map_err(|e| fail(e.to_string()))?;
-        call(
-            anon.post(format!("{base}/v1/handset/activate")),
-            Some(&body),
-            "activate",
-        )
-        .await?;
-        handsets.push(h);
-    }
+    let handsets = activate_handsets(base, operator, anon, 0, opts.handsets, PIN).await?;
     let (merchant, fsp_party) = (Arc::new(merchant), Arc::new(fsp_party));
     let sh = std::rc::Rc::new(Shared {
         base: base.clone(),

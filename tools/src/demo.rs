@@ -25,7 +25,7 @@ use tmcs_client::Handset;
 #[error("{0}")]
 pub struct DemoError(pub String);
 
-pub(crate) fn fail(msg: impl Into<String>) -> DemoError {
+pub fn fail(msg: impl Into<String>) -> DemoError {
     DemoError(msg.into())
 }
 
@@ -58,13 +58,13 @@ impl Out {
     }
 }
 
-pub(crate) struct Party {
-    pub(crate) id: String,
-    pub(crate) key: PKey<Private>,
-    pub(crate) cert_pem: String,
+pub struct Party {
+    pub id: String,
+    pub key: PKey<Private>,
+    pub cert_pem: String,
 }
 
-pub(crate) fn p256_key() -> Result<PKey<Private>, DemoError> {
+pub fn p256_key() -> Result<PKey<Private>, DemoError> {
     let group = ctx!(
         openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1),
         "curve"
@@ -74,7 +74,7 @@ pub(crate) fn p256_key() -> Result<PKey<Private>, DemoError> {
 }
 
 /// A CSR for `key`, built with rcgen from the key's PKCS#8 form.
-pub(crate) fn csr_pem(key: &PKey<Private>, cn: &str) -> Result<String, DemoError> {
+pub fn csr_pem(key: &PKey<Private>, cn: &str) -> Result<String, DemoError> {
     let der = ctx!(key.private_key_to_pkcs8(), "pkcs8")?;
     let kp = ctx!(rcgen::KeyPair::try_from(der.as_slice()), "key for the CSR")?;
     let mut params = ctx!(rcgen::CertificateParams::new(Vec::<String>::new()), "CSR")?;
@@ -86,7 +86,7 @@ pub(crate) fn csr_pem(key: &PKey<Private>, cn: &str) -> Result<String, DemoError
     ctx!(csr.pem(), "CSR PEM")
 }
 
-pub(crate) fn sign(key: &PKey<Private>, msg: &[u8]) -> Result<Vec<u8>, DemoError> {
+pub fn sign(key: &PKey<Private>, msg: &[u8]) -> Result<Vec<u8>, DemoError> {
     let mut s = ctx!(Signer::new(MessageDigest::sha256(), key), "signer")?;
     ctx!(s.sign_oneshot_to_vec(msg), "signing")
 }
@@ -98,13 +98,13 @@ fn public_key(cert_pem: &str) -> Result<PKey<Public>, DemoError> {
     )
 }
 
-pub(crate) fn verify(cert_pem: &str, msg: &[u8], sig: &[u8]) -> Result<bool, DemoError> {
+pub fn verify(cert_pem: &str, msg: &[u8], sig: &[u8]) -> Result<bool, DemoError> {
     let key = public_key(cert_pem)?;
     let mut v = ctx!(Verifier::new(MessageDigest::sha256(), &key), "verifier")?;
     Ok(v.verify_oneshot(sig, msg).unwrap_or(false))
 }
 
-pub(crate) async fn call(
+pub async fn call(
     req: awc::ClientRequest,
     body: Option<&Value>,
     what: &str,
@@ -123,7 +123,7 @@ pub(crate) async fn call(
     Ok((status, v))
 }
 
-pub(crate) fn text(v: &Value, key: &str) -> Result<String, DemoError> {
+pub fn text(v: &Value, key: &str) -> Result<String, DemoError> {
     v[key]
         .as_str()
         .map(str::to_string)
@@ -235,8 +235,23 @@ pub(crate) async fn register_party(
     id: &str,
     kind: &str,
 ) -> Result<(Party, String), DemoError> {
+    register_party_with(base, operator, id, kind, None).await
+}
+
+/// [`register_party`] with the party's `callback_url` (where the relay
+/// delivers to it).
+pub async fn register_party_with(
+    base: &str,
+    operator: &awc::Client,
+    id: &str,
+    kind: &str,
+    callback_url: Option<&str>,
+) -> Result<(Party, String), DemoError> {
     let key = p256_key()?;
-    let body = json!({ "party_id": id, "kind": kind, "csr": csr_pem(&key, id)? });
+    let mut body = json!({ "party_id": id, "kind": kind, "csr": csr_pem(&key, id)? });
+    if let Some(u) = callback_url {
+        body["callback_url"] = json!(u);
+    }
     let (_, v) = call(
         operator.post(format!("{base}/v1/admin/parties")),
         Some(&body),
@@ -254,7 +269,7 @@ pub(crate) async fn register_party(
 }
 
 /// An mTLS client for a party registered by CSR.
-pub(crate) fn party_client(ca: &Path, p: &Party) -> Result<awc::Client, DemoError> {
+pub fn party_client(ca: &Path, p: &Party) -> Result<awc::Client, DemoError> {
     let key_pem = ctx!(p.key.private_key_to_pem_pkcs8(), "party key")?;
     ctx!(
         tmcs_client::https::https_client_pem(ca, &p.cert_pem, &String::from_utf8_lossy(&key_pem)),

@@ -17,11 +17,7 @@ use clap::{Parser, Subcommand};
 use tmcs::app::AppError;
 use tmcs::cli::{self, Failure, ToolCommand};
 
-mod bench;
-mod demo;
-mod loadgen;
-mod ocsp_bench;
-mod sim;
+use tmcs_tools::{bench, demo, ocsp_bench, sim};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -132,7 +132,7 @@ impl Pki {
 
 // ---------------------------------------------------------------- processes
 
-/// The workspace root: `--xsd`'s default `../shared/schemas/…` is relative to it.
+/// The workspace root (it holds `schemas/`, the copy of CONTRACT §11's XSD).
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -141,7 +141,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn xsd() -> PathBuf {
-    let p = repo_root().join("../shared/schemas/pain.001.001.09.xsd");
+    let p = repo_root().join("schemas/pain.001.001.09.xsd");
     assert!(
         p.is_file(),
         "{} is missing (the ISO 20022 XSD of CONTRACT §11)",

@@ -254,14 +254,30 @@ async fn stats(bank: web::Data<Bank>) -> Result<HttpResponse, Refusal> {
 
 pub(crate) async fn run(a: BankArgs) -> Result<(), SimError> {
     pain::xmllint_present().await.map_err(SimError::Setup)?;
-    if !a.xsd.is_file() {
+    let given = match &a.xsd {
+        Some(p) => p.clone(),
+        None => {
+            // The XSD of CONTRACT §11, as the repository holds it.
+            const XSD: &str = include_str!("../../../schemas/pain.001.001.09.xsd");
+            let p = a
+                .common
+                .state
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("pain.001.001.09.xsd");
+            std::fs::write(&p, XSD)
+                .map_err(|e| SimError::Setup(format!("{}: {e}", p.display())))?;
+            p
+        }
+    };
+    if !given.is_file() {
         return Err(SimError::Setup(format!(
             "--xsd {}: no such file",
-            a.xsd.display()
+            given.display()
         )));
     }
-    let xsd = std::path::absolute(&a.xsd)
-        .map_err(|e| SimError::Setup(format!("--xsd {}: {e}", a.xsd.display())))?;
+    let xsd = std::path::absolute(&given)
+        .map_err(|e| SimError::Setup(format!("--xsd {}: {e}", given.display())))?;
     if a.opening_balance < 0 {
         return Err(SimError::Setup("--opening-balance: not negative".into()));
     }

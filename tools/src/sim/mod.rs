@@ -59,7 +59,7 @@
 //!
 //! # `sim bank`
 //!
-//! Flags also: `--xsd FILE` (default `../shared/schemas/pain.001.001.09.xsd`,
+//! Flags also: `--xsd FILE` (default: the built-in copy of `schemas/pain.001.001.09.xsd`,
 //! from the current directory), `--opening-balance N` (minor units an
 //! account starts with in any currency, default 1000000).
 //!
@@ -143,13 +143,11 @@ pub struct FspArgs {
 pub struct BankArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// The pain.001.001.09 XSD that every instruction must validate against (xmllint).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "../shared/schemas/pain.001.001.09.xsd"
-    )]
-    pub xsd: PathBuf,
+    /// The pain.001.001.09 XSD that every instruction must validate against
+    /// (xmllint); default: the copy of CONTRACT §11's XSD built into this
+    /// binary (`schemas/pain.001.001.09.xsd`), written next to the state file.
+    #[arg(long, value_name = "FILE")]
+    pub xsd: Option<PathBuf>,
     /// Minor units that an account not seen before starts with, in any currency.
     #[arg(long, value_name = "MINOR_UNITS", default_value_t = 1_000_000)]
     pub opening_balance: i64,

@@ -1,0 +1,1020 @@
+//! The relay as real processes (CONTRACT §11, issue 9): `tmcs serve`
+//! nodes, and the FSP, merchant and bank simulators (`tmcs-tools sim`),
+//! over mTLS with the relay certificate `tmcs init` issues. The handset,
+//! the merchant and the FSP are driven through the HTTPS API; the openssl
+//! CLI checks the receipt's signature; `tmcs audit verify` closes each run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tmcs::clock::SharedClock;
+use tmcs::ims::Tier;
+use tmcs_client::Handset;
+use tmcs_tools::demo::party_client;
+use tmcs_tools::trip::{
+    self, balance, receipt_message, Parties, Payment, SimTls, Sims, Terms, MERCHANT_IBAN,
+    PAYER_IBAN,
+};
+
+const PIN: &str = "480263";
+
+fn tools_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tmcs-tools"))
+}
+
+/// `target/<profile>/tmcs`, built next to `tmcs-tools` by `cargo test --workspace`.
+fn tmcs_bin() -> PathBuf {
+    let bin = tools_bin().parent().unwrap().join("tmcs");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with cargo test --workspace",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The environment of a node: the caller's `TMCS_*` removed, fast argon2,
+/// a quick retry schedule, and `extra`.
+fn tmcs_cmd(data: &Path, extra: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(tmcs_bin());
+    cmd.arg("--data-dir")
+        .arg(data)
+        .current_dir(data.parent().unwrap());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TMCS_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in [
+        ("TMCS_PKI__HTTP_LISTEN", "127.0.0.1:0"),
+        ("TMCS_PIN__ARGON2_MEMORY_KIB", "1024"),
+        ("TMCS_PIN__ARGON2_ITERATIONS", "1"),
+        ("TMCS_RELAY__TIMEOUT_SECONDS", "2"),
+        ("TMCS_RELAY__MAX_ATTEMPTS", "4"),
+        ("TMCS_RELAY__INITIAL_BACKOFF_MS", "100"),
+        ("TMCS_RELAY__MAX_BACKOFF_MS", "400"),
+        ("TMCS_RELAY__POLL_INTERVAL_MS", "50"),
+        ("TMCS_AUDIT__CHECKPOINT_INTERVAL_SECONDS", "2"),
+    ] {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run_tmcs(data: &Path, extra: &[(String, String)], args: &[&str]) -> Output {
+    tmcs_cmd(data, extra).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// One `tmcs serve` process.
+struct Node {
+    name: String,
+    data: PathBuf,
+    env: Vec<(String, String)>,
+    port: u16,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Node {
+    fn new(name: &str, data: &Path, env: &[(String, String)]) -> Node {
+        let port = free_port();
+        let mut env = env.to_vec();
+        env.push(("TMCS_SERVER__LISTEN".into(), format!("127.0.0.1:{port}")));
+        env.push(("TMCS_RELAY__NODE_ID".into(), name.into()));
+        Node {
+            name: name.into(),
+            data: data.to_path_buf(),
+            env,
+            port,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// Starts `tmcs serve`; returns its log file.
+    fn spawn(&mut self) -> PathBuf {
+        self.starts += 1;
+        let log = self
+            .data
+            .parent()
+            .unwrap()
+            .join(format!("{}-{}.log", self.name, self.starts));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tmcs_cmd(&self.data, &self.env)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        log
+    }
+
+    /// Whether the started node listens yet (it must not have exited).
+    fn listening(&mut self, log: &Path) -> bool {
+        let s = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("{} exited {st}: {s}", self.name);
+        }
+        s.contains("tmcs listening on https://")
+    }
+
+    /// Starts `tmcs serve` and waits until it listens.
+    async fn start(&mut self) {
+        let log = self.spawn();
+        wait_listening(|| self.listening(&log)).await;
+    }
+
+    /// `kill -9`.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+async fn wait_listening(mut up: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !up() {
+        assert!(Instant::now() < deadline, "a node did not start in 30 s");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A node (or two), its simulators, parties and payers.
+struct Trip {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    env: Vec<(String, String)>,
+    node: std::cell::RefCell<Node>,
+    sims: Sims,
+    parties: Parties,
+    operator: awc::Client,
+    fsp_client: awc::Client,
+    anon: awc::Client,
+    clock: SharedClock,
+}
+
+impl Trip {
+    /// `tmcs init`, the simulators, `tmcs serve` in `mode`, the parties
+    /// registered with their callback URLs.
+    async fn start(mode: &str, db_url: Option<&str>) -> Trip {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut env = vec![
+            ("TMCS_RELAY__MODE".to_string(), mode.to_string()),
+            ("TMCS_RELAY__BANK".to_string(), trip::BANK.to_string()),
+        ];
+        if let Some(u) = db_url {
+            env.push(("TMCS_DATABASE__URL".into(), u.to_string()));
+        }
+        let o = run_tmcs(&data, &env, &["init"]);
+        assert!(o.status.success(), "init: {}", text(&o));
+        assert!(
+            data.join("relay/client.crt").is_file(),
+            "init issues the relay certificate"
+        );
+        let tls = SimTls {
+            cert: data.join("tls/server.crt"),
+            key: data.join("tls/server.key"),
+            ca: data.join("ca.pem"),
+        };
+        let sims = Sims::start(&tools_bin(), &tls, dir.path()).unwrap();
+        let mut node = Node::new("node-a", &data, &env);
+        node.start().await;
+        let ca = data.join("ca.pem");
+        let operator = tmcs_client::https::https_client(
+            &ca,
+            Some((
+                &data.join("clients/operator.crt"),
+                &data.join("clients/operator.key"),
+            )),
+        )
+        .unwrap();
+        let anon = tmcs_client::https::https_client(&ca, None).unwrap();
+        let parties = trip::register_parties(&node.base(), &operator, &sims)
+            .await
+            .unwrap();
+        let fsp_client = party_client(&ca, &parties.fsp).unwrap();
+        Trip {
+            _dir: dir,
+            data,
+            env,
+            node: std::cell::RefCell::new(node),
+            sims,
+            parties,
+            operator,
+            fsp_client,
+            anon,
+            clock: std::sync::Arc::new(tmcs::clock::SystemClock),
+        }
+    }
+
+    fn base(&self) -> String {
+        self.node.borrow().base()
+    }
+
+    fn payment<'a>(&'a self, base: &'a str) -> Payment<'a> {
+        Payment {
+            base,
+            fsp_client: &self.fsp_client,
+            anon: &self.anon,
+            merchant: &self.parties.merchant,
+            fsp: &self.parties.fsp,
+            clock: &self.clock,
+        }
+    }
+
+    async fn handsets(&self, prefix: u32, n: usize) -> Vec<Handset> {
+        trip::activate_handsets(&self.base(), &self.operator, &self.anon, prefix, n, PIN)
+            .await
+            .unwrap()
+    }
+
+    async fn balances(&self) -> Value {
+        self.sims
+            .bank
+            .get(&self.operator, "/balances")
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, client: &awc::Client, path: &str) -> (u16, Value) {
+        let mut res = client
+            .get(format!("{}{path}", self.base()))
+            .send()
+            .await
+            .unwrap();
+        let body = res.body().limit(4 << 20).await.unwrap();
+        (
+            res.status().as_u16(),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn post(&self, client: &awc::Client, path: &str, body: &Value) -> (u16, Value) {
+        let mut res = client
+            .post(format!("{}{path}", self.base()))
+            .send_json(body)
+            .await
+            .unwrap();
+        let body = res.body().limit(4 << 20).await.unwrap();
+        (
+            res.status().as_u16(),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The deliveries of one request, as the operator sees them.
+    async fn deliveries_of(&self, request_id: &str) -> Vec<Value> {
+        let (st, v) = self.get(&self.operator, "/v1/admin/relay?limit=1000").await;
+        assert_eq!(st, 200, "{v}");
+        v["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["request_id"] == request_id)
+            .cloned()
+            .collect()
+    }
+
+    /// `tmcs audit verify` on the node's database.
+    fn audit_verifies(&self) {
+        let o = run_tmcs(&self.data, &self.env, &["audit", "verify"]);
+        assert!(o.status.success(), "audit verify: {}", text(&o));
+    }
+
+    /// The audit actions recorded about request `id`.
+    async fn actions_of(&self, id: &str) -> Vec<String> {
+        let auditor = tmcs_client::https::https_client(
+            &self.data.join("ca.pem"),
+            Some((
+                &self.data.join("clients/auditor.crt"),
+                &self.data.join("clients/auditor.key"),
+            )),
+        )
+        .unwrap();
+        let (st, v) = self
+            .get(
+                &auditor,
+                &format!("/v1/audit/events?subject=request:{id}&limit=1000"),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        let actions: Vec<String> = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect();
+        actions
+    }
+}
+
+/// The receipt's signature checked by `openssl dgst` with `/pki/display.pem`.
+async fn receipt_verifies(t: &Trip, receipt: &Value) {
+    use base64::Engine as _;
+    let mut res = t
+        .anon
+        .get(format!("{}/pki/display.pem", t.base()))
+        .send()
+        .await
+        .unwrap();
+    let pem = res.body().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, msg, sig) = (
+        dir.path().join("display.pem"),
+        dir.path().join("receipt.txt"),
+        dir.path().join("receipt.sig"),
+    );
+    std::fs::write(&key, &pem).unwrap();
+    std::fs::write(&msg, receipt_message(receipt)).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(receipt["receipt_sig"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(&sig, der).unwrap();
+    let o = Command::new("openssl")
+        .args(["x509", "-in"])
+        .arg(&key)
+        .args(["-pubkey", "-noout", "-out"])
+        .arg(dir.path().join("pub.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(dir.path().join("pub.pem"))
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&msg)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && text(&o).contains("Verified OK"),
+        "receipt_sig: {}",
+        text(&o)
+    );
+    // A changed field does not verify.
+    let mut forged = receipt.clone();
+    forged["amount"] = json!("EUR999.99");
+    std::fs::write(&msg, receipt_message(&forged)).unwrap();
+    let o = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(dir.path().join("pub.pem"))
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&msg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a forged receipt verified");
+}
+
+fn terms<'a>(reference: &'a str, amount: &'a str) -> Terms<'a> {
+    Terms {
+        reference,
+        amount,
+        tier: Tier::Small,
+        payable: PAYER_IBAN,
+        receivable: MERCHANT_IBAN,
+    }
+}
+
+fn by_key(stats: &Value, key: &str) -> i64 {
+    stats["by_key"][key]["count"].as_i64().unwrap_or(0)
+}
+
+/// Mode `fsp+bank`: authorise → the FSP gets the signed iMS once and
+/// verifies the payer's signature → the bank settles → `settled`, the FSP
+/// and the merchant are told, the receipt verifies, the balances move by
+/// exactly the amount; every pain.001 passed the XSD.
+#[actix_web::test]
+async fn fsp_and_bank_trip_settles_with_a_signed_receipt() {
+    let t = Trip::start("fsp+bank", None).await;
+    let h = t.handsets(1, 1).await.remove(0);
+    let before = t.balances().await;
+    let base = t.base();
+    let pay = t.payment(&base);
+    let paid = pay
+        .pay(&h, PIN, &terms("TRIP-1", "EUR12.34"))
+        .await
+        .unwrap();
+    let id = paid.request_id.clone();
+    let v = pay
+        .await_status(&id, &["settled"], Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(v["ims"].as_str().unwrap().contains("<sign>"), "{v}");
+    assert!(v.get("reason").is_none(), "{v}");
+
+    let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
+    assert_eq!(
+        by_key(&fsp, &id),
+        1,
+        "the FSP got the signed iMS once: {fsp}"
+    );
+    assert_eq!(fsp["by_key"][&id]["event"], "signed");
+    assert_eq!(
+        fsp["signed_verified"], 1,
+        "the FSP verified from/sign over C: {fsp}"
+    );
+    assert_eq!(fsp["signed_bad"], 0);
+    assert_eq!(by_key(&fsp, &format!("{id}:settled")), 1, "{fsp}");
+    let merchant = t.sims.merchant.get(&t.operator, "/stats").await.unwrap();
+    assert_eq!(by_key(&merchant, &format!("{id}:settled")), 1, "{merchant}");
+    assert_eq!(by_key(&merchant, &id), 0, "the merchant gets no signed iMS");
+    let bank = t.sims.bank.get(&t.operator, "/stats").await.unwrap();
+    assert_eq!(bank["settled"], 1, "{bank}");
+    assert_eq!(
+        bank["invalid"], 0,
+        "every pain.001 validated against the XSD: {bank}"
+    );
+
+    let after = t.balances().await;
+    assert_eq!(
+        balance(&before, PAYER_IBAN, "EUR") - balance(&after, PAYER_IBAN, "EUR"),
+        1234
+    );
+    assert_eq!(
+        balance(&after, MERCHANT_IBAN, "EUR") - balance(&before, MERCHANT_IBAN, "EUR"),
+        1234
+    );
+
+    let r = pay.receipt(&h, &id).await.unwrap();
+    assert_eq!(r["status"], "settled");
+    assert_eq!(r["ref"], "TRIP-1");
+    assert_eq!(r["amount"], "EUR12.34");
+    assert_eq!(r["payee"], trip::MERCHANT);
+    receipt_verifies(&t, &r).await;
+    let path = "/v1/handset/receipts";
+    let hdr = h
+        .device_header("GET", path, t.clock.now().unix_timestamp())
+        .unwrap();
+    let mut res = t
+        .anon
+        .get(format!("{base}{path}"))
+        .insert_header(("authorization", hdr))
+        .send()
+        .await
+        .unwrap();
+    let list: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    assert_eq!(list["receipts"][0]["request_id"], id.as_str(), "{list}");
+
+    let actions = t.actions_of(&id).await;
+    for a in [
+        "request.signed",
+        "relay.delivered",
+        "request.relayed",
+        "request.settled",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} missing in {actions:?}");
+    }
+    // signed, instruction, two outcomes.
+    assert_eq!(
+        actions.iter().filter(|x| *x == "relay.delivered").count(),
+        4,
+        "{actions:?}"
+    );
+    let ds = t.deliveries_of(&id).await;
+    assert_eq!(ds.len(), 4, "{ds:?}");
+    assert!(
+        ds.iter()
+            .all(|d| d["status"] == "delivered" && d["attempts"] == 1),
+        "{ds:?}"
+    );
+    t.audit_verifies();
+}
+
+/// Mode `fsp`: the FSP reports its bank's outcome; the same again is 200
+/// unchanged, another is 409 `request.conflict`; a receipt follows.
+#[actix_web::test]
+async fn fsp_mode_settles_through_the_outcome_route() {
+    let t = Trip::start("fsp", None).await;
+    let h = t.handsets(2, 1).await.remove(0);
+    let base = t.base();
+    let pay = t.payment(&base);
+    let paid = pay.pay(&h, PIN, &terms("FSP-1", "EUR3.00")).await.unwrap();
+    let id = paid.request_id;
+    let receipt_path = format!("/v1/handset/receipts/{id}");
+    pay.await_status(&id, &["relayed"], Duration::from_secs(20))
+        .await
+        .unwrap();
+    // Not ended yet: no receipt.
+    let hdr = h
+        .device_header("GET", &receipt_path, t.clock.now().unix_timestamp())
+        .unwrap();
+    let mut res = t
+        .anon
+        .get(format!("{base}{receipt_path}"))
+        .insert_header(("authorization", hdr))
+        .send()
+        .await
+        .unwrap();
+    let b: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    assert_eq!(
+        (res.status().as_u16(), b["code"].as_str()),
+        (404, Some("receipt.not_ready"))
+    );
+    let outcome = format!("/v1/fsp/requests/{id}/outcome");
+    let (st, v) = t
+        .post(&t.fsp_client, &outcome, &json!({"status": "settled"}))
+        .await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("settled")), "{v}");
+    let (st, v) = t
+        .post(&t.fsp_client, &outcome, &json!({"status": "settled"}))
+        .await;
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (200, Some("settled")),
+        "the same again: {v}"
+    );
+    let (st, v) = t
+        .post(
+            &t.fsp_client,
+            &outcome,
+            &json!({"status": "rolled_back", "reason": "AM04"}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (409, Some("request.conflict")),
+        "{v}"
+    );
+    let (st, v) = t
+        .post(&t.fsp_client, &outcome, &json!({"status": "signed"}))
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("request.invalid")),
+        "{v}"
+    );
+    // The FSP and the merchant are told.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
+        let merchant = t.sims.merchant.get(&t.operator, "/stats").await.unwrap();
+        let key = format!("{id}:settled");
+        if by_key(&fsp, &key) == 1 && by_key(&merchant, &key) == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no outcome: {fsp} {merchant}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    // No bank in mode fsp.
+    let bank = t.sims.bank.get(&t.operator, "/stats").await.unwrap();
+    assert_eq!(bank["instructions"], 0, "{bank}");
+    let r = pay.receipt(&h, &id).await.unwrap();
+    assert_eq!(r["status"], "settled");
+    receipt_verifies(&t, &r).await;
+    assert!(t
+        .actions_of(&id)
+        .await
+        .iter()
+        .any(|a| a == "request.settled"));
+    t.audit_verifies();
+}
+
+/// The bank answers RJCT AM04 → `rolled_back`, balances unchanged, the FSP
+/// and the merchant told; 500s → retried with backoff until the bank
+/// recovers; timeouts → `failed` after the cap, then an operator retry
+/// settles it.
+#[actix_web::test]
+async fn bank_rejects_errors_and_timeouts() {
+    let t = Trip::start("fsp+bank", None).await;
+    let hs = t.handsets(3, 1).await;
+    let h = &hs[0];
+    let base = t.base();
+    let pay = t.payment(&base);
+    let bank = &t.sims.bank;
+
+    // RJCT.
+    bank.control(&t.operator, json!({"mode": "reject", "reason": "AM04"}))
+        .await
+        .unwrap();
+    let before = t.balances().await;
+    let id = pay
+        .pay(h, PIN, &terms("RJ-1", "EUR5.00"))
+        .await
+        .unwrap()
+        .request_id;
+    let v = pay
+        .await_status(&id, &["rolled_back"], Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(v["reason"], "AM04", "{v}");
+    assert_eq!(
+        t.balances().await["accounts"],
+        before["accounts"],
+        "balances unchanged"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
+        let merchant = t.sims.merchant.get(&t.operator, "/stats").await.unwrap();
+        let key = format!("{id}:rolled_back");
+        if by_key(&fsp, &key) == 1 && by_key(&merchant, &key) == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rollback outcome: {fsp} {merchant}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = pay.receipt(h, &id).await.unwrap();
+    assert_eq!(
+        (r["status"].as_str(), r["reason"].as_str()),
+        (Some("rolled_back"), Some("AM04"))
+    );
+    receipt_verifies(&t, &r).await;
+    assert!(t
+        .actions_of(&id)
+        .await
+        .iter()
+        .any(|a| a == "request.rolled_back"));
+
+    // 500s, then the bank recovers.
+    bank.control(&t.operator, json!({"mode": "500"}))
+        .await
+        .unwrap();
+    let before = t.balances().await;
+    let id = pay
+        .pay(h, PIN, &terms("E5-1", "EUR2.50"))
+        .await
+        .unwrap()
+        .request_id;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ds = t.deliveries_of(&id).await;
+        let retried = ds.iter().any(|d| {
+            d["event"] == "instruction"
+                && d["attempts"].as_i64().unwrap() >= 2
+                && d["status"] == "pending"
+                && d["last_error"].as_str().unwrap_or("").contains("500")
+        });
+        if retried {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry: {ds:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    bank.control(&t.operator, json!({"mode": "ok"}))
+        .await
+        .unwrap();
+    pay.await_status(&id, &["settled"], Duration::from_secs(20))
+        .await
+        .unwrap();
+    let after = t.balances().await;
+    assert_eq!(
+        balance(&before, PAYER_IBAN, "EUR") - balance(&after, PAYER_IBAN, "EUR"),
+        250
+    );
+    let actions = t.actions_of(&id).await;
+    assert!(actions.iter().any(|a| a == "relay.retry"), "{actions:?}");
+
+    // Timeouts until the cap → failed; the operator retries → settled.
+    bank.control(&t.operator, json!({"mode": "timeout"}))
+        .await
+        .unwrap();
+    let before = t.balances().await;
+    let id = pay
+        .pay(h, PIN, &terms("TO-1", "EUR1.25"))
+        .await
+        .unwrap()
+        .request_id;
+    let v = pay
+        .await_status(&id, &["failed"], Duration::from_secs(40))
+        .await
+        .unwrap();
+    assert_eq!(v["reason"], "relay.instruction.failed", "{v}");
+    let (st, failed) = t.get(&t.operator, "/v1/admin/relay?status=failed").await;
+    assert_eq!(st, 200);
+    let d = failed["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["request_id"] == id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no failed delivery: {failed}"));
+    assert_eq!(d["event"], "instruction");
+    assert_eq!(d["attempts"], 4, "{d}");
+    assert!(d["next_attempt_at"].is_null(), "{d}");
+    let metrics = {
+        let mut res = t.anon.get(format!("{base}/metrics")).send().await.unwrap();
+        String::from_utf8_lossy(&res.body().await.unwrap()).to_string()
+    };
+    assert!(
+        metrics.contains(
+            "tmcs_relay_failures_total{event=\"instruction\",target=\"Demo.Bank@bank.xbank\"} 1"
+        ),
+        "{metrics}"
+    );
+    let r = pay.receipt(h, &id).await.unwrap();
+    assert_eq!(r["status"], "failed");
+    let delivery = d["delivery_id"].as_str().unwrap();
+    bank.control(&t.operator, json!({"mode": "ok"}))
+        .await
+        .unwrap();
+    let (st, v) = t
+        .post(
+            &t.operator,
+            &format!("/v1/admin/relay/{delivery}/retry"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("pending")), "{v}");
+    pay.await_status(&id, &["settled"], Duration::from_secs(20))
+        .await
+        .unwrap();
+    let after = t.balances().await;
+    assert_eq!(
+        balance(&before, PAYER_IBAN, "EUR") - balance(&after, PAYER_IBAN, "EUR"),
+        125
+    );
+    let (st, v) = t
+        .post(
+            &t.operator,
+            &format!("/v1/admin/relay/{delivery}/retry"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (409, Some("delivery.not_failed")),
+        "{v}"
+    );
+    let (st, v) = t
+        .post(
+            &t.operator,
+            "/v1/admin/relay/no-such-delivery/retry",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (404, Some("delivery.not_found")),
+        "{v}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
+        if by_key(&fsp, &format!("{id}:failed")) == 1 && by_key(&fsp, &format!("{id}:settled")) == 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the FSP was not told failed, then settled: {fsp}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = pay.receipt(h, &id).await.unwrap();
+    assert_eq!(r["status"], "settled");
+    receipt_verifies(&t, &r).await;
+    let actions = t.actions_of(&id).await;
+    for a in [
+        "relay.failed",
+        "request.failed",
+        "relay.retry",
+        "request.settled",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} missing in {actions:?}");
+    }
+    t.audit_verifies();
+}
+
+/// A fresh database in the throwaway cluster of `make test`, or `None`
+/// (then the test says SKIPPED, and fails when the cluster is required).
+fn postgres_url(test: &str) -> Option<(String, String)> {
+    let Ok(host) = std::env::var("PGHOST") else {
+        assert!(
+            std::env::var("TMCS_TEST_PG").as_deref() != Ok("required"),
+            "{test}: PostgreSQL is required (TMCS_TEST_PG=required) but PGHOST is unset"
+        );
+        eprintln!("SKIPPED {test}: no PostgreSQL cluster (PGHOST unset); `make test` provides one");
+        return None;
+    };
+    let port = std::env::var("PGPORT").unwrap_or_else(|_| "5432".into());
+    let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
+    let pass = std::env::var("PGPASSWORD").unwrap_or_default();
+    let mut b = [0u8; 6];
+    openssl::rand::rand_bytes(&mut b).unwrap();
+    let name = format!("tmcs_relay_{}", hex_of(&b));
+    let o = Command::new("psql")
+        .args([
+            "-q",
+            "-d",
+            "postgres",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "CREATE DATABASE: {}", text(&o));
+    Some((
+        format!("postgres://{user}:{pass}@{host}:{port}/{name}"),
+        name,
+    ))
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One number from `psql`.
+fn psql_count(db: &str, sql: &str) -> i64 {
+    let o = Command::new("psql")
+        .args(["-At", "-d", db, "-c", sql])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "psql: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+/// Two `tmcs serve` nodes on one PostgreSQL database and one HSM token;
+/// at least 200 payments; node A is killed with `kill -9` twice while it
+/// has deliveries in flight, and restarted. Every signed request ends
+/// `settled`; each simulator counts each idempotency key once after
+/// deduplication, and the raw duplicates are at most the deliveries that
+/// were in flight at the kills.
+#[actix_web::test]
+async fn two_nodes_survive_kill_9_with_deliveries_in_flight() {
+    const TEST: &str = "two_nodes_survive_kill_9_with_deliveries_in_flight";
+    let Some((url, db)) = postgres_url(TEST) else {
+        return;
+    };
+    let t = Trip::start("fsp+bank", Some(&url)).await;
+    // Node B: the same data (token, CA, configuration) and database.
+    let mut b = Node::new("node-b", &t.data, &t.env);
+    b.start().await;
+    let base_b = b.base();
+    // Slow receivers keep deliveries in flight long enough to be cut.
+    for sim in [&t.sims.fsp, &t.sims.merchant, &t.sims.bank] {
+        sim.control(&t.operator, json!({"mode": "slow", "slow_ms": 150}))
+            .await
+            .unwrap();
+    }
+    const HANDSETS: usize = 8;
+    const EACH: usize = 27;
+    let total = HANDSETS * EACH;
+    let hs = trip::activate_handsets(&base_b, &t.operator, &t.anon, 4, HANDSETS, PIN)
+        .await
+        .unwrap();
+    let before = t.balances().await;
+    let done = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let ids = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let t0 = Instant::now();
+    let payments = {
+        let pay = t.payment(&base_b);
+        let (done, ids) = (done.clone(), ids.clone());
+        async move {
+            let loops = hs.iter().enumerate().map(|(i, h)| {
+                let (pay, done, ids) = (&pay, done.clone(), ids.clone());
+                async move {
+                    for k in 0..EACH {
+                        let reference = format!("K9-{i}-{k}");
+                        let paid = pay
+                            .pay(h, PIN, &terms(&reference, "EUR1.00"))
+                            .await
+                            .unwrap();
+                        ids.borrow_mut().push(paid.request_id);
+                        done.set(done.get() + 1);
+                    }
+                }
+            });
+            futures_util::future::join_all(loops).await;
+        }
+    };
+    let node_a = &t.node;
+    let killer = async {
+        let mut in_flight_at_kills = 0i64;
+        for threshold in [total / 3, 2 * total / 3] {
+            while done.get() < threshold {
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let leased = "SELECT count(*) FROM deliveries WHERE status = 'delivering' AND lease_owner = 'node-a'";
+            while psql_count(&db, leased) == 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "node A never had a delivery in flight"
+                );
+                actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+            }
+            node_a.borrow_mut().kill9();
+            // What A held when it died: each may reach its receiver again.
+            let cut = psql_count(&db, leased);
+            in_flight_at_kills += cut;
+            eprintln!(
+                "kill -9 node A after {} payments: {cut} deliveries in flight",
+                done.get()
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+            let log = node_a.borrow_mut().spawn();
+            wait_listening(|| node_a.borrow_mut().listening(&log)).await;
+        }
+        in_flight_at_kills
+    };
+    let ((), in_flight_at_kills) = futures_util::future::join(payments, killer).await;
+    let ids = ids.borrow().clone();
+    assert_eq!(ids.len(), total);
+    let pay = t.payment(&base_b);
+    for id in &ids {
+        pay.await_status(id, &["settled"], Duration::from_secs(120))
+            .await
+            .unwrap();
+    }
+    // The outcomes follow the settlement: wait until the outbox is empty.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let open = "SELECT count(*) FROM deliveries WHERE status <> 'delivered'";
+    while psql_count(&db, open) > 0 {
+        assert!(Instant::now() < deadline, "deliveries still open");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let n = i64::try_from(total).unwrap();
+    let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
+    let merchant = t.sims.merchant.get(&t.operator, "/stats").await.unwrap();
+    let bank = t.sims.bank.get(&t.operator, "/stats").await.unwrap();
+    // After deduplication, each key once.
+    assert_eq!(
+        fsp["keys"],
+        2 * n,
+        "signed + settled per request: {}",
+        fsp["keys"]
+    );
+    assert_eq!(fsp["signed_verified"], n);
+    assert_eq!(fsp["outcomes"]["settled"], n);
+    assert_eq!(merchant["keys"], n);
+    assert_eq!(merchant["outcomes"]["settled"], n);
+    assert_eq!(bank["keys"], n);
+    assert_eq!(bank["settled"], n);
+    assert_eq!(bank["invalid"], 0);
+    for id in &ids {
+        assert!(
+            by_key(&fsp, id) >= 1 && by_key(&bank, id) >= 1,
+            "{id} not delivered"
+        );
+    }
+    let after = t.balances().await;
+    assert_eq!(
+        balance(&before, PAYER_IBAN, "EUR") - balance(&after, PAYER_IBAN, "EUR"),
+        100 * n,
+        "each payment moved the money once"
+    );
+    let raw = |s: &Value, raw: &str| s[raw].as_i64().unwrap() - s["keys"].as_i64().unwrap();
+    let duplicates =
+        raw(&fsp, "deliveries") + raw(&merchant, "deliveries") + raw(&bank, "instructions");
+    println!(
+        "{}",
+        json!({
+            "test": TEST, "payments": total, "seconds": (elapsed * 10.0).round() / 10.0,
+            "raw_duplicate_deliveries": duplicates, "in_flight_at_kills": in_flight_at_kills,
+            "node_a_starts": t.node.borrow().starts,
+        })
+    );
+    assert!(
+        duplicates <= in_flight_at_kills,
+        "{duplicates} raw duplicates, more than the {in_flight_at_kills} deliveries in flight at the kills"
+    );
+    assert_eq!(
+        psql_count(&db, "SELECT count(*) FROM deliveries"),
+        4 * n,
+        "signed, instruction and two outcomes per request, each enqueued once"
+    );
+    drop(b);
+    t.audit_verifies();
+}
