@@ -20,6 +20,15 @@ use tmcs::config::Config;
 use tmcs::ims::{ImsMessage, Money, PartyId, Ref, Tier};
 use tmcs_client::Handset;
 
+use crate::trip::{
+    balance, receipt_message, register_parties, Payment, SimTls, Sims, MERCHANT_IBAN, PAYER_IBAN,
+};
+
+/// Minor units as `EUR 1234.56`.
+fn cents(minor: i64) -> String {
+    format!("EUR {}.{:02}", minor / 100, (minor % 100).abs())
+}
+
 /// What went wrong, in words for the console.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -177,6 +186,11 @@ pub(crate) async fn start_local(cfg: &Config, clock: SharedClock) -> Result<Loca
         .ok_or_else(|| fail("no listener"))?;
     let handle = bound.server.handle();
     actix_web::rt::spawn(bound.server);
+    // The relay, as `tmcs serve` runs it (HTTPS with the relay certificate).
+    if app.svc.relay.enabled() {
+        let transport = tmcs_server::relay_transport(cfg).map_err(fail)?;
+        actix_web::rt::spawn(tmcs::relay::worker::run(app.svc.clone(), transport));
+    }
     let pki = bound.pki.and_then(|l| {
         let port = l.addrs.first()?.port();
         let h = l.server.handle();
@@ -222,7 +236,20 @@ async fn run_async(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
     out.step(&format!("tmcs serve: HTTPS with mTLS roles on {}", l.base));
     let (_, ready) = call(l.anon.get(format!("{}/readyz", l.base)), None, "readyz").await?;
     out.line(&format!("/readyz: {ready}"));
-    let result = flow(&mut out, &l.app, &l.base, &l.ca, &l.anon, &l.operator).await;
+    out.step(
+        "the FSP, the merchant and the bank: simulators over HTTPS with mTLS (tmcs-tools sim)",
+    );
+    let exe = ctx!(std::env::current_exe(), "tmcs-tools")?;
+    let sims = Sims::start(&exe, &SimTls::of(&cfg), &cfg.data_dir)?;
+    for s in [&sims.fsp, &sims.merchant, &sims.bank] {
+        out.line(&format!("{:<8} {}", s.kind, s.url));
+    }
+    out.line(&format!(
+        "relay mode {:?}: tmcs instructs the bank itself ({})",
+        l.app.svc.relay.settings.mode,
+        l.app.svc.relay.settings.bank.as_deref().unwrap_or("-")
+    ));
+    let result = flow(&mut out, &l, &sims).await;
     l.stop().await;
     result
 }
@@ -277,31 +304,20 @@ pub fn party_client(ca: &Path, p: &Party) -> Result<awc::Client, DemoError> {
     )
 }
 
-async fn flow(
-    out: &mut Out,
-    app: &App,
-    base: &str,
-    ca: &Path,
-    anon: &awc::Client,
-    operator: &awc::Client,
-) -> Result<(), DemoError> {
-    // Parties by CSR.
-    out.step("operator registers the merchant and the FSP (CSR → certificate from the tmcs CA)");
-    let mut parties = Vec::new();
-    for (id, kind) in [
-        ("Merkur.Trade@merchant.xbank", "merchant"),
-        ("Demo.FSP@fsp.xbank", "fsp"),
+async fn flow(out: &mut Out, l: &Local, sims: &Sims) -> Result<(), DemoError> {
+    let (app, base, ca, anon, operator) = (&l.app, l.base.as_str(), &l.ca, &l.anon, &l.operator);
+    // Parties by CSR, with where the relay reaches them.
+    out.step("operator registers the merchant, the FSP and the bank (CSR → certificate from the tmcs CA, callback URL)");
+    let parties = register_parties(base, operator, sims).await?;
+    for (p, kind, sim) in [
+        (&parties.merchant, "merchant", &sims.merchant),
+        (&parties.fsp, "fsp", &sims.fsp),
+        (&parties.bank, "bank", &sims.bank),
     ] {
-        let p = register_party(base, operator, id, kind).await?;
-        out.line(&format!(
-            "{kind:<8} {id}  fingerprint {}",
-            &p.1[..16.min(p.1.len())]
-        ));
-        parties.push(p.0);
+        out.line(&format!("{kind:<8} {}  → {}", p.id, sim.url));
     }
-    let fsp = parties.pop().ok_or_else(|| fail("no FSP"))?;
-    let merchant = parties.pop().ok_or_else(|| fail("no merchant"))?;
-    let fsp_client = party_client(ca, &fsp)?;
+    let (merchant, fsp) = (&parties.merchant, &parties.fsp);
+    let fsp_client = party_client(ca, fsp)?;
 
     // The subscriber.
     let msisdn = "+4915112345678";
@@ -359,8 +375,8 @@ async fn flow(
         to_sign: None,
         fsp_sign: None,
         timestamp: now.replace_nanosecond(0).unwrap_or(now),
-        account_payable: "1234-5678-9abc".into(),
-        account_receivable: "9876-543-21de".into(),
+        account_payable: PAYER_IBAN.into(),
+        account_receivable: MERCHANT_IBAN.into(),
         amount: ctx!(Money::parse("EUR1000.00"), "amount")?,
     };
     let m_bytes = m.canonical_m();
@@ -370,6 +386,14 @@ async fn flow(
     let c_bytes = ctx!(m.canonical_c(), "C")?;
     let xml = m.to_xml();
     out.line(&String::from_utf8_lossy(&m_bytes));
+
+    let before = sims.bank.get(operator, "/balances").await?;
+    let amount_minor = i64::try_from(m.amount.minor()).unwrap_or(i64::MAX);
+    out.line(&format!(
+        "bank balances before: payer {PAYER_IBAN} {}, merchant {MERCHANT_IBAN} {}",
+        cents(balance(&before, PAYER_IBAN, "EUR")),
+        cents(balance(&before, MERCHANT_IBAN, "EUR"))
+    ));
 
     out.step("FSP submits the iMS to tmcs over mTLS (POST /v1/fsp/messages)");
     let mut res = ctx!(
@@ -473,14 +497,52 @@ async fn flow(
         sig_b64
     ));
 
-    out.step("FSP fetches the signed iMS (GET /v1/fsp/requests/{id})");
-    let (_, v) = call(
-        fsp_client.get(format!("{base}/v1/fsp/requests/{request_id}")),
+    out.step("tmcs relays (steps 6-9): the signed iMS to the FSP, the pain.001 to the bank, the outcome to the FSP and the merchant");
+    let pay = Payment {
+        base,
+        fsp_client: &fsp_client,
+        anon,
+        merchant,
+        fsp,
+        clock: &app.svc.clock,
+    };
+    let v = pay
+        .await_status(
+            &request_id,
+            &["settled", "rolled_back", "failed"],
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
+    if v["status"] != "settled" {
+        return Err(fail(format!("the payment did not settle: {v}")));
+    }
+    let signed_xml = text(&v, "ims")?;
+    let (_, list) = call(
+        operator.get(format!("{base}/v1/admin/relay?limit=100")),
         None,
-        "status",
+        "relay deliveries",
     )
     .await?;
-    let signed_xml = text(&v, "ims")?;
+    for d in list["deliveries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["request_id"] == request_id.as_str())
+        .rev()
+    {
+        out.line(&format!(
+            "{:<12} → {:<30} {} after {} attempt(s)",
+            d["event"].as_str().unwrap_or(""),
+            d["target"].as_str().unwrap_or(""),
+            d["status"].as_str().unwrap_or(""),
+            d["attempts"]
+        ));
+    }
+    let fsp_stats = sims.fsp.get(operator, "/stats").await?;
+    out.line(&format!(
+        "the FSP got the signed iMS {} time(s) and verified the payer's signature over C: {}",
+        fsp_stats["by_key"][&request_id]["count"], fsp_stats["signed_verified"]
+    ));
     out.line(&format!("status: {}", text(&v, "status")?));
     out.line(&signed_xml);
 
@@ -515,6 +577,78 @@ async fn flow(
         return Err(fail("a signature did not verify"));
     }
 
+    out.step("the bank settled (pain.002 ACSC): the balances moved by exactly the amount");
+    let after = sims.bank.get(operator, "/balances").await?;
+    let moved = [
+        (
+            PAYER_IBAN,
+            "payer",
+            balance(&before, PAYER_IBAN, "EUR"),
+            balance(&after, PAYER_IBAN, "EUR"),
+            -amount_minor,
+        ),
+        (
+            MERCHANT_IBAN,
+            "merchant",
+            balance(&before, MERCHANT_IBAN, "EUR"),
+            balance(&after, MERCHANT_IBAN, "EUR"),
+            amount_minor,
+        ),
+    ];
+    for (iban, who, b, a, want) in moved {
+        out.line(&format!("{who:<8} {iban}: {} → {}", cents(b), cents(a)));
+        if a - b != want {
+            return Err(fail(format!(
+                "{who}'s balance moved by {} minor units, not {want}",
+                a - b
+            )));
+        }
+    }
+    let bank_stats = sims.bank.get(operator, "/stats").await?;
+    out.line(&format!(
+        "bank: {} instruction(s) settled, {} invalid against the pain.001.001.09 XSD",
+        bank_stats["settled"], bank_stats["invalid"]
+    ));
+
+    out.step("merchant notice (step 9): the outcome at the merchant's callback");
+    let key = format!("{request_id}:settled");
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    let merchant_stats = loop {
+        let st = sims.merchant.get(operator, "/stats").await?;
+        if st["by_key"][&key]["count"].as_i64().unwrap_or(0) >= 1 {
+            break st;
+        }
+        if Instant::now() > deadline {
+            return Err(fail(format!("the merchant was not told: {st}")));
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    out.line(&format!(
+        "merchant got outcome {key} ({} time(s))",
+        merchant_stats["by_key"][&key]["count"]
+    ));
+
+    out.step(
+        "the payer's receipt (step 10, GET /v1/handset/receipts/{id}), signed with the display key",
+    );
+    let r = pay.receipt(&handset, &request_id).await?;
+    let receipt_sig = ctx!(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            text(&r, "receipt_sig")?
+        ),
+        "receipt_sig"
+    )?;
+    out.line(&receipt_message(&r));
+    if !verify(
+        &app.svc.pki.display.info.pem,
+        receipt_message(&r).as_bytes(),
+        &receipt_sig,
+    )? {
+        return Err(fail("the receipt's signature does not verify"));
+    }
+    out.line("receipt_sig verifies with /pki/display.pem");
+
     out.step("auditor: the hash chain and its signed checkpoints verify");
     let app2 = app.clone();
     let report = ctx!(
@@ -538,7 +672,7 @@ async fn flow(
         "{} events, {} signed checkpoints, head {}",
         report.events, report.checkpoints, report.head_hash
     ));
-    out.step("demo complete: every signature verified");
+    out.step("demo complete: the payment settled, every signature verified");
     Ok(())
 }
 

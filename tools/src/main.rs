@@ -80,14 +80,19 @@ fn run(c: Cli) -> Result<(), Failure> {
 /// PKI listener on any free port of loopback (the tools talk to themselves),
 /// and the SoftHSM2 environment
 /// prepared before any thread exists.
-fn local_config(config: Option<&Path>, dir: &Path) -> Result<tmcs::config::Config, Failure> {
-    let extra = vec![
+fn local_config(
+    config: Option<&Path>,
+    dir: &Path,
+    more: &[(&str, &str)],
+) -> Result<tmcs::config::Config, Failure> {
+    let mut extra = vec![
         ("TMCS_SERVER__LISTEN".to_string(), "127.0.0.1:0".to_string()),
         (
             "TMCS_PKI__HTTP_LISTEN".to_string(),
             "127.0.0.1:0".to_string(),
         ),
     ];
+    extra.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = cli::load_config_with(config, dir, extra)?;
     tmcs::hsm::prepare_process_env(cfg.softhsm_conf.as_deref());
     Ok(cfg)
@@ -100,7 +105,7 @@ fn temp_dir() -> Result<tempfile::TempDir, Failure> {
 
 fn run_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failure> {
     let dir = temp_dir()?;
-    let cfg = local_config(config, dir.path())?;
+    let cfg = local_config(config, dir.path(), &[])?;
     cli::init_logging(&cfg, "error");
     let report = bench::run(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
     println!("{report}");
@@ -109,7 +114,7 @@ fn run_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failur
 
 fn run_ocsp_bench(config: Option<&Path>, seconds: u64) -> Result<(), Failure> {
     let dir = temp_dir()?;
-    let cfg = local_config(config, dir.path())?;
+    let cfg = local_config(config, dir.path(), &[])?;
     cli::init_logging(&cfg, "error");
     let report = ocsp_bench::run(cfg, demo::system_clock(), dir.path(), seconds)
         .map_err(|e| Failure::failed(&e))?;
@@ -119,7 +124,15 @@ fn run_ocsp_bench(config: Option<&Path>, seconds: u64) -> Result<(), Failure> {
 
 fn run_demo(config: Option<&Path>, keep: bool) -> Result<(), Failure> {
     let dir = temp_dir()?;
-    let cfg = local_config(config, dir.path())?;
+    // The whole trip: tmcs instructs the simulated bank itself.
+    let cfg = local_config(
+        config,
+        dir.path(),
+        &[
+            ("TMCS_RELAY__MODE", "fsp+bank"),
+            ("TMCS_RELAY__BANK", tmcs_tools::trip::BANK),
+        ],
+    )?;
     cli::init_logging(&cfg, "warn");
     let result = demo::run(cfg, demo::system_clock());
     if keep {
