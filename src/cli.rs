@@ -57,12 +57,16 @@ pub enum Command {
 #[derive(Debug, Clone, Subcommand)]
 pub enum ToolCommand {
     /// Self-contained end-to-end run in a temporary data dir: init, serve in-process,
-    /// merchant → FSP → tmcs → handset → tmcs → FSP; exit 0 only when every signature verifies.
+    /// merchant → FSP → tmcs → handset → tmcs → FSP → bank → merchant notice → receipt,
+    /// with simulated FSP, merchant and bank; exit 0 only when the payment settled and
+    /// every signature verifies.
     Demo(DemoArgs),
     /// Benchmark in a temporary data dir (database from database.url when set); prints
     /// one JSON line. `--scenario signing`: concurrent handsets against the real HTTPS
     /// service, then the in-process crypto floor. `--scenario ocsp`: the plain-HTTP
-    /// OCSP responder against `openssl ocsp -index` on an equivalent CA.
+    /// OCSP responder against `openssl ocsp -index` on an equivalent CA. `--scenario
+    /// relay`: payments through the FSP and bank simulators, signed→settled per second
+    /// and its p99, beside the authorisations of the same run.
     Bench(BenchArgs),
 }
 
@@ -75,8 +79,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// What to measure: `signing` or `ocsp`.
-    #[arg(long, default_value = "signing", value_parser = ["signing", "ocsp"])]
+    /// What to measure: `signing`, `ocsp` or `relay`.
+    #[arg(long, default_value = "signing", value_parser = ["signing", "ocsp", "relay"])]
     pub scenario: String,
     /// Length of the timed phase.
     #[arg(long, default_value_t = 20)]

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::demo::{fail, party_client, register_party, sign, DemoError, Party};
-use crate::trip::{activate_handsets, Payment, Terms};
+use crate::trip::{
+    activate_handsets, register_parties, Payment, SimTls, Sims, Terms, MERCHANT_IBAN, PAYER_IBAN,
+};
 use tmcs::app::App;
 use tmcs::clock::SharedClock;
 use tmcs::config::Config;
@@ -392,4 +394,162 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
             "argon2_wait": round2(per(wait_after, wait_before)),
         },
     }))
+}
+
+/// `--scenario relay`: handsets pay through the relay in mode `fsp+bank`
+/// (FSP, merchant and bank simulators as processes) for `seconds`; then the
+/// outbox drains. Signed→settled is measured per request from its audit
+/// events (`request.signed` → `request.settled`, milliseconds); the
+/// baseline is the authorisation rate of the same run: a relay that keeps
+/// up settles as fast as tmcs signs (ratio 1).
+pub fn run_relay(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
+    let system = actix_web::rt::System::new();
+    system.block_on(relay_async(cfg, clock, opts))
+}
+
+async fn relay_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
+    let local = crate::demo::start_local(&cfg, clock).await?;
+    let exe = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
+    let sims = Sims::start(&exe, &SimTls::of(&cfg), &cfg.data_dir)?;
+    let crate::demo::Local {
+        app,
+        base,
+        ca,
+        anon,
+        operator,
+        ..
+    } = &local;
+    let parties = register_parties(base, operator, &sims).await?;
+    let fsp = party_client(ca, &parties.fsp)?;
+    let handsets = activate_handsets(base, operator, anon, 1, opts.handsets, PIN).await?;
+    let pay = Payment {
+        base,
+        fsp_client: &fsp,
+        anon,
+        merchant: &parties.merchant,
+        fsp: &parties.fsp,
+        clock: &app.svc.clock,
+    };
+    let ids = std::cell::RefCell::new(Vec::new());
+    let errors = std::cell::Cell::new(0u64);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(opts.seconds);
+    let loops = handsets.iter().enumerate().map(|(i, h)| {
+        let (pay, ids, errors) = (&pay, &ids, &errors);
+        async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let reference = format!("R-{i}-{n}-{}", app.svc.clock.now().unix_timestamp());
+                let terms = Terms {
+                    reference: &reference,
+                    amount: "EUR1.00",
+                    tier: Tier::Small,
+                    payable: PAYER_IBAN,
+                    receivable: MERCHANT_IBAN,
+                };
+                match pay.pay(h, PIN, &terms).await {
+                    Ok(p) => ids.borrow_mut().push(p.request_id),
+                    Err(e) => {
+                        errors.set(errors.get() + 1);
+                        tracing::warn!(error = %e, "relay bench payment failed");
+                    }
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(loops).await;
+    let paying = start.elapsed().as_secs_f64();
+    let ids = ids.into_inner();
+    // Drain: every payment ends.
+    let mut unsettled = 0u64;
+    for id in &ids {
+        if pay
+            .await_status(id, &["settled"], Duration::from_secs(60))
+            .await
+            .is_err()
+        {
+            unsettled += 1;
+        }
+    }
+    let app2 = app.clone();
+    let latencies = actix_web::rt::task::spawn_blocking(move || signed_to_settled(&app2))
+        .await
+        .map_err(|e| fail(e.to_string()))??;
+    let bank = sims.bank.get(operator, "/stats").await?;
+    local.stop().await;
+    let mut ms: Vec<f64> = latencies.iter().map(|(_, _, d)| *d).collect();
+    ms.sort_by(f64::total_cmp);
+    let first_signed = latencies.iter().map(|(s, _, _)| *s).min().unwrap_or(0);
+    let last_settled = latencies.iter().map(|(_, e, _)| *e).max().unwrap_or(0);
+    let span_s = (last_settled - first_signed).max(1) as f64 / 1000.0;
+    let settled_per_s = ms.len() as f64 / span_s;
+    let auth_per_s = ids.len() as f64 / paying;
+    Ok(json!({
+        "scenario": "relay",
+        "backend": app.svc.store.backend().name(),
+        "mode": "fsp+bank",
+        "seconds": round2(paying),
+        "handsets": opts.handsets,
+        "payments": ids.len(),
+        "authorizations_per_s": round2(auth_per_s),
+        "settled": ms.len(),
+        "settled_per_s": round2(settled_per_s),
+        "signed_to_settled_p50_ms": round2(percentile(&ms, 50.0)),
+        "signed_to_settled_p99_ms": round2(percentile(&ms, 99.0)),
+        "ratio": round2(if auth_per_s > 0.0 { settled_per_s / auth_per_s } else { 0.0 }),
+        "unsettled": unsettled,
+        "errors": errors.get(),
+        "bank_instructions": bank["instructions"],
+        "bank_duplicates": bank["duplicates"],
+        "per_target_concurrency": app.svc.relay.settings.per_target,
+    }))
+}
+
+/// Per settled request: when it was signed and settled (unix ms), and the
+/// milliseconds between, from the audit events.
+fn signed_to_settled(app: &App) -> Result<Vec<(i64, i64, f64)>, DemoError> {
+    use std::collections::HashMap;
+    use tmcs::store::audit_rows::{self, EventFilter};
+    let times = |action: &str| -> Result<HashMap<String, i64>, DemoError> {
+        let mut out = HashMap::new();
+        let mut after = 0;
+        loop {
+            let rows = app
+                .svc
+                .store
+                .read(|c| {
+                    audit_rows::list(
+                        c,
+                        &EventFilter {
+                            subject: None,
+                            action: Some(action.to_string()),
+                            after_seq: after,
+                            limit: 1000,
+                        },
+                    )
+                })
+                .map_err(|e| fail(e.to_string()))?;
+            let Some(last) = rows.last() else { break };
+            after = last.seq;
+            for r in rows {
+                let ts = tmcs::clock::parse_rfc3339(&r.ts)
+                    .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0))
+                    .unwrap_or(0);
+                if let Some(s) = r.subject {
+                    out.insert(s, ts);
+                }
+            }
+        }
+        Ok(out)
+    };
+    let signed = times("request.signed")?;
+    let settled = times("request.settled")?;
+    Ok(settled
+        .iter()
+        .filter_map(|(subject, end)| {
+            let start = signed.get(subject)?;
+            Some((*start, *end, (*end - *start) as f64))
+        })
+        .collect())
 }

@@ -64,6 +64,14 @@ fn run(c: Cli) -> Result<(), Failure> {
         ToolCommand::Bench(a) if a.scenario == "ocsp" => {
             run_ocsp_bench(c.config.as_deref(), a.seconds)
         }
+        ToolCommand::Bench(a) if a.scenario == "relay" => run_relay_bench(
+            c.config.as_deref(),
+            bench::BenchOpts {
+                seconds: a.seconds,
+                handsets: a.handsets,
+                floor_seconds: a.floor_seconds,
+            },
+        ),
         ToolCommand::Bench(a) => run_bench(
             c.config.as_deref(),
             bench::BenchOpts {
@@ -108,6 +116,23 @@ fn run_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failur
     let cfg = local_config(config, dir.path(), &[])?;
     cli::init_logging(&cfg, "error");
     let report = bench::run(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
+    println!("{report}");
+    Ok(())
+}
+
+fn run_relay_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failure> {
+    let dir = temp_dir()?;
+    let cfg = local_config(
+        config,
+        dir.path(),
+        &[
+            ("TMCS_RELAY__MODE", "fsp+bank"),
+            ("TMCS_RELAY__BANK", tmcs_tools::trip::BANK),
+        ],
+    )?;
+    cli::init_logging(&cfg, "error");
+    let report =
+        bench::run_relay(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
     println!("{report}");
     Ok(())
 }
