@@ -2,6 +2,9 @@
 # `make bench`: one JSON line per scenario.
 #   signing  on SQLite, then on PostgreSQL when a cluster is reachable (make
 #            runs this under scripts/with-postgres.sh);
+#   relay    payments through the FSP and bank simulators (mode fsp+bank):
+#            signed→settled per second and p99, beside the authorisations of
+#            the same run (RELAY_SECONDS, default 10);
 #   ocsp     the plain-HTTP OCSP responder against `openssl ocsp -index`.
 # Extra arguments go to the signing runs of `tmcs bench` (e.g. --seconds 30
 # --handsets 32), which runs `tmcs-tools bench`; both come from
@@ -18,4 +21,5 @@ if [ -n "${PGHOST:-}" ]; then
 else
   echo "PostgreSQL run skipped: no cluster (run through make bench)" >&2
 fi
+"$bin" bench --scenario relay --seconds "${RELAY_SECONDS:-10}"
 "$bin" bench --scenario ocsp --seconds "${OCSP_SECONDS:-10}"

@@ -120,10 +120,19 @@ pub fn register(svc: &Services, actor: &Actor, p: NewParty) -> DomainResult<Part
         ));
     }
     if let Some(u) = &p.callback_url {
-        if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 512 {
+        // tmcs calls it over mTLS (CONTRACT §11): https only, a host, no
+        // credentials or fragment, no whitespace.
+        let rest = u.strip_prefix("https://").unwrap_or_default();
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
+        let ok = !host.is_empty()
+            && !host.contains('@')
+            && !u.contains('#')
+            && u.len() <= 512
+            && u.chars().all(|c| c.is_ascii_graphic());
+        if !ok {
             return Err(reject(
                 Problem::RequestInvalid,
-                "callback_url must be an http(s) URL",
+                "callback_url must be an https:// URL with a host (at most 512 characters)",
             ));
         }
     }

@@ -42,11 +42,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/relay/{delivery_id}/retry", web::post().to(relay_retry));
 }
 
+/// The statuses `GET /v1/admin/relay?status=` takes (CONTRACT §11).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RelayStatus {
+    /// Waiting, or in flight.
+    Pending,
+    Failed,
+    Delivered,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RelayQuery {
-    /// `pending` (with those in flight), `failed` or `delivered`; all when absent.
-    status: Option<DeliveryStatus>,
+    /// All when absent.
+    status: Option<RelayStatus>,
+    /// 1–1000, default 100.
     limit: Option<i64>,
 }
 
@@ -57,8 +68,20 @@ async fn relay_list(
     q: web::Query<RelayQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::coded(
+            Problem::RequestInvalid,
+            "limit must be 1..=1000",
+        ));
+    }
+    let status = q.status.map(|s| match s {
+        RelayStatus::Pending => DeliveryStatus::Pending,
+        RelayStatus::Failed => DeliveryStatus::Failed,
+        RelayStatus::Delivered => DeliveryStatus::Delivered,
+    });
     let list = state
-        .domain(move |svc| relay::outcome::list(svc, q.status, q.limit.unwrap_or(100)))
+        .domain(move |svc| relay::outcome::list(svc, status, limit))
         .await?;
     Ok(HttpResponse::Ok().json(list))
 }

@@ -12,7 +12,7 @@
 //!   view and retry.
 //!
 //! The transport (HTTPS with mTLS and the relay certificate) is not part of
-//! this library: the `tmcs` binary plugs in `tmcs-relay-https`.
+//! this library: the `tmcs` executable (`tmcs-server`, `server/`) plugs it in.
 
 pub mod outbox;
 pub mod outcome;
@@ -34,6 +34,16 @@ pub enum Mode {
     Fsp,
     /// tmcs, as the MPS operator, instructs the bank itself; its pain.002 decides.
     FspBank,
+}
+
+impl Mode {
+    /// The configuration value: `fsp` or `fsp+bank`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Fsp => "fsp",
+            Mode::FspBank => "fsp+bank",
+        }
+    }
 }
 
 /// The relay's settings (from `[relay]`).
@@ -196,7 +206,7 @@ pub enum TransportError {
 }
 
 /// How deliveries leave tmcs: HTTPS with mTLS in production
-/// (`tmcs-relay-https`). Futures need not be `Send`: the worker runs them
+/// (`tmcs_server::HttpsTransport`). Futures need not be `Send`: the worker runs them
 /// on the serving thread's local set.
 pub trait Transport {
     fn send<'a>(&'a self, out: &'a Outgoing) -> LocalBoxFuture<'a, Result<Answer, TransportError>>;

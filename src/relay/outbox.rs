@@ -258,7 +258,15 @@ fn advance(
     if !row.status.can_become(to) {
         return Ok(None);
     }
-    Ok(requests::transition(c, id, row.status, to, t)?.then_some(row))
+    if !requests::transition(c, id, row.status, to, t)? {
+        return Ok(None);
+    }
+    if row.status == RequestStatus::Failed {
+        // An operator's retry went through: the failure is history (it
+        // stays in the audit trail), not the request's reason any more.
+        requests::clear_end(c, id, t)?;
+    }
+    Ok(Some(row))
 }
 
 /// How a payment ended: the status, when and why, the event, the outcomes.

@@ -132,14 +132,13 @@ pub struct DeliveryList {
     pub deliveries: Vec<DeliveryView>,
 }
 
-/// The newest deliveries, of one public status (`pending` includes those
-/// in flight) or all.
+/// The newest `limit` deliveries, of one public status (`pending` includes
+/// those in flight) or all.
 pub fn list(
     svc: &Services,
     status: Option<DeliveryStatus>,
     limit: i64,
 ) -> DomainResult<DeliveryList> {
-    let limit = limit.clamp(1, 1000);
     let statuses: &[DeliveryStatus] = match status {
         None => &[],
         Some(DeliveryStatus::Pending | DeliveryStatus::Delivering) => {

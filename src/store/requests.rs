@@ -251,6 +251,19 @@ pub fn mark_ended(conn: &mut DbConn, id: &str, reason: Option<&str>, now: i64) -
     Ok(())
 }
 
+/// Forgets how a request ended (a failed one that moves on after an
+/// operator's retry).
+pub fn clear_end(conn: &mut DbConn, id: &str, now: i64) -> DbResult<()> {
+    diesel::update(requests::table.find(id))
+        .set((
+            requests::error_code.eq(None::<String>),
+            requests::final_at.eq(None::<i64>),
+            requests::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// The subscriber's requests that ended (settled, rolled back, failed),
 /// newest first: the receipts.
 pub fn ended_for(conn: &mut DbConn, subscriber_id: &str, limit: i64) -> DbResult<Vec<RequestRow>> {

@@ -245,8 +245,8 @@ async fn run_async(cfg: Config, clock: SharedClock) -> Result<(), DemoError> {
         out.line(&format!("{:<8} {}", s.kind, s.url));
     }
     out.line(&format!(
-        "relay mode {:?}: tmcs instructs the bank itself ({})",
-        l.app.svc.relay.settings.mode,
+        "relay mode {}: tmcs instructs the bank itself ({})",
+        l.app.svc.relay.settings.mode.as_str(),
         l.app.svc.relay.settings.bank.as_deref().unwrap_or("-")
     ));
     let result = flow(&mut out, &l, &sims).await;

@@ -756,9 +756,14 @@ async fn bank_rejects_errors_and_timeouts() {
         )
         .await;
     assert_eq!((st, v["status"].as_str()), (200, Some("pending")), "{v}");
-    pay.await_status(&id, &["settled"], Duration::from_secs(20))
+    let v = pay
+        .await_status(&id, &["settled"], Duration::from_secs(20))
         .await
         .unwrap();
+    assert!(
+        v.get("reason").is_none() && v.get("error").is_none(),
+        "the failure is history once it settled: {v}"
+    );
     let after = t.balances().await;
     assert_eq!(
         balance(&before, PAYER_IBAN, "EUR") - balance(&after, PAYER_IBAN, "EUR"),

@@ -47,13 +47,23 @@ fn assert_demo_succeeded(o: &Output) {
     let out = stdout(o);
     assert!(o.status.success(), "{out}\n{}", stderr(o));
     assert!(
-        out.contains("demo complete: every signature verified"),
+        out.contains("demo complete: the payment settled, every signature verified"),
         "{out}"
     );
     for check in [
         "merchant over M: verified",
         "FSP over F: verified",
         "payer (tmcs, HSM) over C: verified",
+        // The whole trip (issue 9): relayed, settled, told, receipted.
+        "signed       → Demo.FSP@fsp.xbank             delivered",
+        "instruction  → Demo.Bank@bank.xbank           delivered",
+        "verified the payer's signature over C: 1",
+        "payer    DE89370400440532013000: EUR 10000.00 → EUR 9000.00",
+        "merchant DE02120300000000202051: EUR 10000.00 → EUR 11000.00",
+        "0 invalid against the pain.001.001.09 XSD",
+        "merchant got outcome",
+        "status:settled",
+        "receipt_sig verifies with /pki/display.pem",
     ] {
         assert!(out.contains(check), "{check} missing:\n{out}");
     }

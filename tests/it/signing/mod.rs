@@ -16,7 +16,11 @@
 //!   state (§4–§6);
 //! - `authorisation.rs`: refused authorisations, decline, gateway, expiry
 //!   (§4, §6–§7);
-//! - `at_rest.rs`: no PIN in replies, audit events or database files (§4, §7).
+//! - `at_rest.rs`: no PIN in replies, audit events or database files (§4, §7);
+//! - `relay.rs`: the relay's edges that need no receiver (§11): no
+//!   callback, no delivery; outcome, receipt and operator refusals; https
+//!   callbacks only; what mode `fsp+bank` refuses at submission. The trips
+//!   through real receivers are `tools/tests/relay.rs`.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -36,6 +40,7 @@ use crate::support::{get_json, json_of, post_json, unique, Db, Env, Served};
 mod at_rest;
 mod authorisation;
 mod happy;
+mod relay;
 mod submission;
 
 pub(crate) const MERCHANT: &str = "Merkur.Trade@merchant.xbank";
@@ -133,7 +138,12 @@ pub(crate) struct Fx {
 
 impl Fx {
     pub(crate) async fn start(db: Db, test: &str) -> Option<Fx> {
-        let env = Env::new(db, test)?;
+        Self::start_with(db, test, &[]).await
+    }
+
+    /// [`Fx::start`] with extra `TMCS_*` settings.
+    pub(crate) async fn start_with(db: Db, test: &str, extra: &[(&str, &str)]) -> Option<Fx> {
+        let env = Env::with(db, test, extra)?;
         env.init();
         let s = Served::start(&env);
         let merchant = register_party(&s, MERCHANT, "merchant").await;
