@@ -319,27 +319,23 @@ pub fn record(
     now: time::OffsetDateTime,
 ) -> DomainResult<Recorded> {
     let t = now.unix_timestamp();
-    let sys = Actor::System;
     let (attempt, bank) = judge(d, attempt);
     match attempt {
         Attempt::Delivered { status, .. } => {
             if !deliveries::settle(c, &d.id, node, t, Settle::Delivered { at: t })? {
                 return Ok(Recorded::LeaseLost);
             }
-            audit::append(
+            note(
                 c,
                 now,
-                NewEvent::of(
-                    &sys,
-                    subject(&d.request_id),
-                    AuditEvent::RelayDelivered {
-                        delivery: d.id.clone(),
-                        event: d.event,
-                        target: d.target.clone(),
-                        attempts: d.attempts,
-                        http_status: status,
-                    },
-                ),
+                &d.request_id,
+                AuditEvent::RelayDelivered {
+                    delivery: d.id.clone(),
+                    event: d.event,
+                    target: d.target.clone(),
+                    attempts: d.attempts,
+                    http_status: status,
+                },
             )?;
             delivered(c, relay, d, bank, now)?;
             Ok(Recorded::Delivered)
@@ -363,21 +359,18 @@ pub fn record(
             )? {
                 return Ok(Recorded::LeaseLost);
             }
-            audit::append(
+            note(
                 c,
                 now,
-                NewEvent::of(
-                    &sys,
-                    subject(&d.request_id),
-                    AuditEvent::RelayRetry {
-                        delivery: d.id.clone(),
-                        event: d.event,
-                        target: d.target.clone(),
-                        attempt: d.attempts,
-                        error: error.clone(),
-                        next_attempt_at: crate::clock::rfc3339_unix_ms(next),
-                    },
-                ),
+                &d.request_id,
+                AuditEvent::RelayRetry {
+                    delivery: d.id.clone(),
+                    event: d.event,
+                    target: d.target.clone(),
+                    attempt: d.attempts,
+                    error: error.clone(),
+                    next_attempt_at: crate::clock::rfc3339_unix_ms(next),
+                },
             )?;
             Ok(Recorded::Retry {
                 next_attempt_ms: next,
@@ -392,6 +385,17 @@ pub fn record(
             Ok(Recorded::Failed)
         }
     }
+}
+
+/// A relay step of request `id`, audited as the system's.
+fn note(
+    c: &mut DbConn,
+    now: time::OffsetDateTime,
+    id: &str,
+    event: AuditEvent,
+) -> DomainResult<()> {
+    audit::append(c, now, NewEvent::of(&Actor::System, subject(id), event))?;
+    Ok(())
 }
 
 /// Error texts in the outbox and the audit trail stay short.
@@ -419,17 +423,14 @@ fn delivered(
             else {
                 return Ok(());
             };
-            audit::append(
+            note(
                 c,
                 now,
-                NewEvent::of(
-                    &sys,
-                    subject(&d.request_id),
-                    AuditEvent::RequestRelayed {
-                        fsp: d.target.clone(),
-                        delivery: d.id.clone(),
-                    },
-                ),
+                &d.request_id,
+                AuditEvent::RequestRelayed {
+                    fsp: d.target.clone(),
+                    delivery: d.id.clone(),
+                },
             )?;
             if relay.settings.mode == Mode::FspBank {
                 if let Some(row) = requests::get(c, &d.request_id)? {
@@ -482,20 +483,17 @@ fn give_up_on(
     now: time::OffsetDateTime,
 ) -> DomainResult<()> {
     let sys = Actor::System;
-    audit::append(
+    note(
         c,
         now,
-        NewEvent::of(
-            &sys,
-            subject(&d.request_id),
-            AuditEvent::RelayFailed {
-                delivery: d.id.clone(),
-                event: d.event,
-                target: d.target.clone(),
-                attempts: d.attempts,
-                error: error.to_string(),
-            },
-        ),
+        &d.request_id,
+        AuditEvent::RelayFailed {
+            delivery: d.id.clone(),
+            event: d.event,
+            target: d.target.clone(),
+            attempts: d.attempts,
+            error: error.to_string(),
+        },
     )?;
     relay
         .metrics

@@ -81,16 +81,7 @@ fn receipt_of(svc: &Services, row: &RequestRow) -> DomainResult<Receipt> {
 
 /// The payer's receipt of one request, once it has ended.
 pub fn receipt(svc: &Services, subscriber_id: &str, request_id: &str) -> DomainResult<Receipt> {
-    let row = svc
-        .store
-        .read(|c| requests::get(c, request_id))?
-        .filter(|r| r.subscriber_id == subscriber_id)
-        .ok_or_else(|| {
-            reject(
-                Problem::RequestNotFound,
-                "no such request for this subscriber",
-            )
-        })?;
+    let row = crate::signing::views::payers_request(svc, subscriber_id, request_id)?;
     if !RequestStatus::ENDED.contains(&row.status) {
         return Err(reject(
             Problem::ReceiptNotReady,

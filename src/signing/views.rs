@@ -71,14 +71,13 @@ pub struct HandsetView {
     pub display_sig: String,
 }
 
-/// A request of `subscriber_id` that is still waiting for it, as read now.
-pub(crate) fn pending_of(
+/// A request of `subscriber_id` (another payer's reads as not found).
+pub(crate) fn payers_request(
     svc: &Services,
     subscriber_id: &str,
     id: &str,
 ) -> DomainResult<RequestRow> {
-    let row = svc
-        .store
+    svc.store
         .read(|c| requests::get(c, id))?
         .filter(|r| r.subscriber_id == subscriber_id)
         .ok_or_else(|| {
@@ -86,7 +85,16 @@ pub(crate) fn pending_of(
                 Problem::RequestNotFound,
                 "no such request for this subscriber",
             )
-        })?;
+        })
+}
+
+/// A request of `subscriber_id` that is still waiting for it, as read now.
+pub(crate) fn pending_of(
+    svc: &Services,
+    subscriber_id: &str,
+    id: &str,
+) -> DomainResult<RequestRow> {
+    let row = payers_request(svc, subscriber_id, id)?;
     match row.seen_at(svc.clock.now().unix_timestamp()) {
         RequestStatus::PendingAuthorization
             if row.status == RequestStatus::PendingAuthorization =>

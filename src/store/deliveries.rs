@@ -70,18 +70,24 @@ pub fn of_request(conn: &mut DbConn, request_id: &str) -> DbResult<Vec<DeliveryR
         .load(conn)?)
 }
 
+/// Due at `now_ms`: pending with its time come, or leased by a node whose
+/// lease ran out.
+macro_rules! due_at {
+    ($now_ms:expr) => {
+        deliveries::status
+            .eq(DeliveryStatus::Pending.as_str())
+            .and(deliveries::next_attempt_ms.le($now_ms))
+            .or(deliveries::status
+                .eq(DeliveryStatus::Delivering.as_str())
+                .and(deliveries::lease_until_ms.lt($now_ms)))
+    };
+}
+
 /// Targets with deliveries due at `now_ms` (pending and due, or leased by a
 /// node whose lease ran out).
 pub fn due_targets(conn: &mut DbConn, now_ms: i64, limit: i64) -> DbResult<Vec<String>> {
     Ok(deliveries::table
-        .filter(
-            deliveries::status
-                .eq(DeliveryStatus::Pending.as_str())
-                .and(deliveries::next_attempt_ms.le(now_ms))
-                .or(deliveries::status
-                    .eq(DeliveryStatus::Delivering.as_str())
-                    .and(deliveries::lease_until_ms.lt(now_ms))),
-        )
+        .filter(due_at!(now_ms))
         .select(deliveries::target)
         .distinct()
         .limit(limit)
@@ -102,14 +108,7 @@ pub fn claim(
         () => {
             deliveries::table
                 .filter(deliveries::target.eq(target.to_string()))
-                .filter(
-                    deliveries::status
-                        .eq(DeliveryStatus::Pending.as_str())
-                        .and(deliveries::next_attempt_ms.le(now_ms))
-                        .or(deliveries::status
-                            .eq(DeliveryStatus::Delivering.as_str())
-                            .and(deliveries::lease_until_ms.lt(now_ms))),
-                )
+                .filter(due_at!(now_ms))
                 .order(deliveries::next_attempt_ms.asc())
                 .limit(limit)
                 .select(deliveries::id)

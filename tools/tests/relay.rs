@@ -413,6 +413,23 @@ fn terms<'a>(reference: &'a str, amount: &'a str) -> Terms<'a> {
     }
 }
 
+/// Waits until the FSP and the merchant each got the outcome `key` once.
+async fn told(t: &Trip, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
+        let merchant = t.sims.merchant.get(&t.operator, "/stats").await.unwrap();
+        if by_key(&fsp, key) == 1 && by_key(&merchant, key) == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} not told: {fsp} {merchant}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn by_key(stats: &Value, key: &str) -> i64 {
     stats["by_key"][key]["count"].as_i64().unwrap_or(0)
 }
@@ -582,17 +599,7 @@ async fn fsp_mode_settles_through_the_outcome_route() {
         "{v}"
     );
     // The FSP and the merchant are told.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
-        let merchant = t.sims.merchant.get(&t.operator, "/stats").await.unwrap();
-        let key = format!("{id}:settled");
-        if by_key(&fsp, &key) == 1 && by_key(&merchant, &key) == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no outcome: {fsp} {merchant}");
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    told(&t, &format!("{id}:settled")).await;
     // No bank in mode fsp.
     let bank = t.sims.bank.get(&t.operator, "/stats").await.unwrap();
     assert_eq!(bank["instructions"], 0, "{bank}");
