@@ -264,6 +264,12 @@ pub fn load_config_with(
     crate::subscriber::pin::PinHasher::params(&cfg.file.pin)
         .map_err(|e| Failure::usage(format!("invalid config: pin: {e}")))?;
     crate::app::pki_settings(&cfg).map_err(|e| Failure::usage(format!("invalid config: {e}")))?;
+    crate::relay::RelaySettings::from_config(
+        &cfg.file.relay,
+        &cfg.file.pki.organization,
+        &cfg.file.server.listen,
+    )
+    .map_err(|e| Failure::usage(format!("invalid config: {e}")))?;
     Ok(cfg)
 }
 

@@ -80,6 +80,18 @@ fn unknown_config_key_exits_2() {
         &["--config", cfg.to_str().unwrap(), "serve"],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    for relay in [
+        "[relay]\nmode = \"bank\"\n",
+        "[relay]\nmode = \"fsp+bank\"\n",
+    ] {
+        std::fs::write(&cfg, relay).unwrap();
+        let o = tmcs(
+            &d.path().join("data"),
+            &["--config", cfg.to_str().unwrap(), "serve"],
+        );
+        assert_eq!(o.status.code(), Some(2), "{relay}: {}", stderr(&o));
+        assert!(stderr(&o).contains("relay."), "{}", stderr(&o));
+    }
 }
 
 #[test]
