@@ -308,6 +308,11 @@ pub struct RelaySection {
     /// BICs for `DbtrAgt` and `CdtrAgt`; empty means `Othr/Id` `NOTPROVIDED`.
     pub debtor_agent_bic: String,
     pub creditor_agent_bic: String,
+    /// The currency of an instrument's micro-amount (CONTRACT §12; two
+    /// minor digits).
+    pub instrument_currency: String,
+    /// How long a reserved amount waits for the subscriber's confirmation.
+    pub instrument_ttl_seconds: u64,
 }
 
 impl Default for RelaySection {
@@ -327,6 +332,8 @@ impl Default for RelaySection {
             initiating_party: String::new(),
             debtor_agent_bic: String::new(),
             creditor_agent_bic: String::new(),
+            instrument_currency: "EUR".into(),
+            instrument_ttl_seconds: 86_400,
         }
     }
 }

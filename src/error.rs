@@ -37,6 +37,10 @@ pub enum DomainError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The bank did not answer a call that cannot wait in the outbox (an
+    /// instrument's reservation): 503, try again.
+    #[error("the bank: {0}")]
+    Bank(String),
 }
 
 impl From<diesel::result::Error> for DomainError {
@@ -90,6 +94,7 @@ impl DomainError {
             DomainError::Hsm(e) => e.is_transient(),
             DomainError::Pki(e) => e.is_transient(),
             DomainError::Audit(e) => e.is_transient(),
+            DomainError::Bank(_) => true,
         }
     }
 
@@ -97,6 +102,7 @@ impl DomainError {
     pub fn dependency(&self) -> &'static str {
         match self {
             DomainError::Hsm(_) | DomainError::Pki(PkiError::Hsm(_)) => "HSM",
+            DomainError::Bank(_) => "the bank",
             _ => "database",
         }
     }

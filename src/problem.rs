@@ -78,6 +78,12 @@ problems! {
     DeliveryNotFound = ("delivery.not_found", 404, "No such relay delivery"),
     DeliveryNotFailed = ("delivery.not_failed", 409, "Only a failed delivery can be retried"),
     SadMismatch = ("sad.mismatch", 403, "The authorisation does not match the request"),
+    InstrumentUnknown = ("instrument.unknown", 404, "No such active payment instrument"),
+    InstrumentExists = ("instrument.exists", 409, "The alias names another instrument"),
+    InstrumentBadAmount = ("instrument.bad_amount", 403, "Wrong amount"),
+    InstrumentBlocked = ("instrument.blocked", 403, "The instrument is blocked"),
+    InstrumentNotVerifying = ("instrument.not_verifying", 409, "The instrument is not waiting for its amount"),
+    InstrumentUnavailable = ("instrument.unavailable", 409, "Payment instruments are not available"),
 }
 
 impl std::fmt::Display for Problem {

@@ -236,6 +236,11 @@ text_enum! {
         Instruction = "instruction",
         /// The final status, to the FSP and the merchant.
         Outcome = "outcome",
+        /// An instrument's micro-amount reserved at the bank (CONTRACT §12;
+        /// a direct call, never queued: the amount is not stored).
+        Reserve = "reserve",
+        /// The reservation ended (`DELETE …/reservations/{id}`).
+        Release = "release",
     }
 }
 
@@ -250,6 +255,34 @@ text_enum! {
         /// Gave up after `relay.max_attempts`, or refused by the receiver.
         Failed = "failed",
     }
+}
+
+text_enum! {
+    /// Where a payment instrument is (CONTRACT §12).
+    InstrumentStatus ("instrument status") {
+        /// Stored; the bank is being asked to reserve the amount.
+        Requested = "requested",
+        /// Reserved; waiting for the subscriber to confirm the amount.
+        Verifying = "verifying",
+        Active = "active",
+        /// The bank refused the reservation, or could not be reached.
+        Rejected = "rejected",
+        /// Three wrong amounts.
+        Blocked = "blocked",
+        /// Not confirmed within `relay.instrument_ttl_seconds`.
+        Expired = "expired",
+        /// Taken out of use by its subscriber (Y.2741 6.4.1.4).
+        Disconnected = "disconnected",
+    }
+}
+
+impl InstrumentStatus {
+    /// The statuses in which an alias is taken (`instruments_alias`).
+    pub const LIVE: &'static [InstrumentStatus] = &[
+        InstrumentStatus::Requested,
+        InstrumentStatus::Verifying,
+        InstrumentStatus::Active,
+    ];
 }
 
 impl DeliveryStatus {

@@ -1,6 +1,8 @@
 //! The periodic sweep while serving: requests past their expiry and
 //! certificates past their notAfter become `expired` (each with its event),
-//! and device signatures whose replay window has passed are forgotten.
+//! device signatures whose replay window has passed are forgotten, and
+//! instruments whose amount was not confirmed in time expire (their
+//! reservations released).
 
 use crate::app::Services;
 use crate::error::DomainResult;
@@ -11,6 +13,8 @@ pub struct Swept {
     pub requests: usize,
     pub certificates: usize,
     pub device_signatures: usize,
+    /// Instruments expired or given up (their reservations released).
+    pub instruments: usize,
 }
 
 pub fn sweep(svc: &Services) -> DomainResult<Swept> {
@@ -18,9 +22,11 @@ pub fn sweep(svc: &Services) -> DomainResult<Swept> {
     let certificates = crate::pki::lifecycle::expire_certificates(svc)?;
     let now = svc.clock.now().unix_timestamp();
     let device_signatures = svc.store.write(|c| crate::store::replay::purge(c, now))?;
+    let instruments = crate::relay::instruments::sweep(svc)?;
     Ok(Swept {
         requests,
         certificates,
         device_signatures,
+        instruments,
     })
 }

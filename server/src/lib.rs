@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use tmcs::config::Config;
-use tmcs::relay::{Answer, Outgoing, Transport, TransportError};
+use tmcs::relay::{Answer, Method, Outgoing, Transport, TransportError};
 
 /// The longest answer body read (a pain.002 is a few KiB).
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -65,9 +65,13 @@ impl HttpsTransport {
 impl Transport for HttpsTransport {
     fn send<'a>(&'a self, out: &'a Outgoing) -> LocalBoxFuture<'a, Result<Answer, TransportError>> {
         Box::pin(async move {
+            let method = match out.method {
+                Method::Post => awc::http::Method::POST,
+                Method::Delete => awc::http::Method::DELETE,
+            };
             let mut req = self
                 .client
-                .post(&out.url)
+                .request(method, &out.url)
                 .timeout(out.timeout)
                 .insert_header(("content-type", out.content_type.as_str()))
                 .insert_header(("idempotency-key", out.idempotency_key.as_str()))
@@ -75,13 +79,16 @@ impl Transport for HttpsTransport {
             for (k, v) in &out.headers {
                 req = req.insert_header((k.as_str(), v.as_str()));
             }
-            let mut res = req.send_body(out.body.clone()).await.map_err(|e| match e {
-                awc::error::SendRequestError::Timeout => TransportError::Timeout,
-                awc::error::SendRequestError::Connect(e) => {
-                    TransportError::Unreachable(e.to_string())
-                }
-                other => TransportError::Other(other.to_string()),
-            })?;
+            let mut res = req
+                .send_body(out.body.to_vec())
+                .await
+                .map_err(|e| match e {
+                    awc::error::SendRequestError::Timeout => TransportError::Timeout,
+                    awc::error::SendRequestError::Connect(e) => {
+                        TransportError::Unreachable(e.to_string())
+                    }
+                    other => TransportError::Other(other.to_string()),
+                })?;
             let status = res.status().as_u16();
             let body = res
                 .body()

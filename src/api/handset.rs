@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use super::body::{parse_json, read_limited};
 use super::{ApiError, State};
-use crate::relay::receipt;
+use crate::relay::{instruments, receipt};
 use crate::signing;
 use crate::store::subscribers::SubscriberRow;
 use crate::subscriber::{self, ActivateRequest, Authenticated, DeviceCall};
@@ -28,7 +28,89 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/requests/{id}/authorize", web::post().to(authorize))
         .route("/requests/{id}/decline", web::post().to(decline))
         .route("/receipts", web::get().to(list_receipts))
-        .route("/receipts/{id}", web::get().to(get_receipt));
+        .route("/receipts/{id}", web::get().to(get_receipt))
+        .route("/instruments", web::post().to(link_instrument))
+        .route("/instruments", web::get().to(list_instruments))
+        .route(
+            "/instruments/{id}/confirm",
+            web::post().to(confirm_instrument),
+        )
+        .route("/instruments/{id}", web::delete().to(disconnect_instrument));
+}
+
+/// `POST /v1/handset/instruments` (no `Debug`: the account is not logged).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    account: Zeroizing<String>,
+    alias: String,
+}
+
+/// `POST /v1/handset/instruments`: the instrument is stored, the bank
+/// reserves the amount (a direct call: the amount is never stored), and
+/// the answer is the instrument's status (`verifying` normally).
+async fn link_instrument(
+    state: web::Data<State>,
+    device: Device,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let b: LinkBody = device.body(&state, payload).await?;
+    let sub = device.subscriber().clone();
+    let (id, call) = state
+        .domain(move |svc| instruments::prepare(svc, &sub, &b.account, &b.alias))
+        .await?;
+    let answer = state.app.svc.relay.call(call).await;
+    let linked = state
+        .domain(move |svc| instruments::reserved(svc, &id, answer))
+        .await?;
+    Ok(HttpResponse::Accepted().json(linked))
+}
+
+async fn list_instruments(
+    state: web::Data<State>,
+    device: Device,
+) -> Result<HttpResponse, ApiError> {
+    let sub = device.subscriber().id.clone();
+    let list = state
+        .domain(move |svc| instruments::list(svc, &sub))
+        .await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    amount: Zeroizing<String>,
+}
+
+async fn confirm_instrument(
+    state: web::Data<State>,
+    device: Device,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let b: ConfirmBody = device.body(&state, payload).await?;
+    let sub = device.subscriber().id.clone();
+    let done = state
+        .domain(move |svc| instruments::confirm(svc, &sub, &id, &b.amount))
+        .await?;
+    Ok(HttpResponse::Ok().json(done))
+}
+
+async fn disconnect_instrument(
+    state: web::Data<State>,
+    device: Device,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    device.empty_body(&state, payload).await?;
+    let sub = device.subscriber().id.clone();
+    let done = state
+        .domain(move |svc| instruments::disconnect(svc, &sub, &id))
+        .await?;
+    Ok(HttpResponse::Ok().json(done))
 }
 
 /// `GET /v1/handset/receipts`: the payer's receipts, newest first.

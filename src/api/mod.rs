@@ -227,6 +227,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/handset/requests/{id}/decline"),
     ("GET", "/v1/handset/receipts"),
     ("GET", "/v1/handset/receipts/{id}"),
+    ("POST", "/v1/handset/instruments"),
+    ("GET", "/v1/handset/instruments"),
+    ("POST", "/v1/handset/instruments/{id}/confirm"),
+    ("DELETE", "/v1/handset/instruments/{id}"),
 ];
 
 /// The methods `ROUTES` allows on `path` (empty: no such resource).
@@ -403,10 +407,11 @@ async fn sweeper(state: web::Data<State>) {
             tracing::warn!(error = %e, "refusal counts not written");
         }
         match state.domain(crate::sweeper::sweep).await {
-            Ok(s) if s.requests == 0 && s.certificates == 0 => {}
+            Ok(s) if s.requests == 0 && s.certificates == 0 && s.instruments == 0 => {}
             Ok(s) => tracing::info!(
                 requests = s.requests,
                 certificates = s.certificates,
+                instruments = s.instruments,
                 "expired"
             ),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed"),

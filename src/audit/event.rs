@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::states::{CertStatus, DeliveryEvent, PartyKind, RequestStatus, Role};
+use crate::states::{CertStatus, DeliveryEvent, InstrumentStatus, PartyKind, RequestStatus, Role};
 
 /// Why a subscriber was blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -275,6 +275,32 @@ pub enum AuditEvent {
         reason: String,
     },
 
+    // --- payment instruments (CONTRACT §12) ---------------------------------
+    /// Never the account in full, never the amount.
+    InstrumentRequested {
+        alias: String,
+        account_masked: String,
+        currency: String,
+        bank: String,
+    },
+    InstrumentConfirmed {
+        alias: String,
+    },
+    /// A wrong amount, the bank's refusal, or no confirmation in time.
+    InstrumentFailed {
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attempts_left: Option<u32>,
+    },
+    InstrumentBlocked {
+        max_attempts: u32,
+    },
+    InstrumentDisconnected {
+        alias: String,
+        from: InstrumentStatus,
+        reservation_released: bool,
+    },
+
     // --- the system --------------------------------------------------------
     SystemInitialized {
         items_created: usize,
@@ -336,6 +362,11 @@ impl AuditEvent {
             E::RequestRelayed { .. } => "request.relayed",
             E::RequestSettled { .. } => "request.settled",
             E::RequestRolledBack { .. } => "request.rolled_back",
+            E::InstrumentRequested { .. } => "instrument.requested",
+            E::InstrumentConfirmed { .. } => "instrument.confirmed",
+            E::InstrumentFailed { .. } => "instrument.failed",
+            E::InstrumentBlocked { .. } => "instrument.blocked",
+            E::InstrumentDisconnected { .. } => "instrument.disconnected",
             E::SystemInitialized { .. } => "system.initialized",
         }
     }

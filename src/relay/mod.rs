@@ -9,11 +9,15 @@
 //! * [`worker`]: the delivery loop over a [`Transport`], with per-target
 //!   concurrency, exponential backoff with jitter and a retry cap;
 //! * [`outcome`]: the FSP's own outcome report (mode `fsp`), the operator's
-//!   view and retry.
+//!   view and retry;
+//! * [`receipt`]: the payer's signed receipts (step 10);
+//! * [`instruments`]: accounts linked by a reserved micro-amount, and
+//!   aliases in `accountPayable` (CONTRACT §12).
 //!
 //! The transport (HTTPS with mTLS and the relay certificate) is not part of
 //! this library: the `tmcs` executable (`tmcs-server`, `server/`) plugs it in.
 
+pub mod instruments;
 pub mod outbox;
 pub mod outcome;
 pub mod pain;
@@ -69,6 +73,10 @@ pub struct RelaySettings {
     pub initiating_party: String,
     pub debtor_agent_bic: Option<String>,
     pub creditor_agent_bic: Option<String>,
+    /// The micro-amount's currency (two minor digits).
+    pub instrument_currency: crate::ims::Currency,
+    /// How long a reserved amount waits for confirmation.
+    pub instrument_ttl: Duration,
 }
 
 impl RelaySettings {
@@ -99,6 +107,14 @@ impl RelaySettings {
             r.node_id.clone()
         };
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let instrument_currency = crate::ims::Currency::from_code(&r.instrument_currency)
+            .filter(|c| c.exponent() == 2)
+            .ok_or_else(|| {
+                format!(
+                    "relay.instrument_currency {:?}: want an ISO 4217 code with two minor digits",
+                    r.instrument_currency
+                )
+            })?;
         Ok(RelaySettings {
             enabled: r.enabled,
             mode,
@@ -118,6 +134,8 @@ impl RelaySettings {
             },
             debtor_agent_bic: opt(&r.debtor_agent_bic),
             creditor_agent_bic: opt(&r.creditor_agent_bic),
+            instrument_currency,
+            instrument_ttl: Duration::from_secs(r.instrument_ttl_seconds.max(60)),
         })
     }
 
@@ -146,15 +164,65 @@ pub struct Relay {
     pub settings: RelaySettings,
     pub metrics: RelayMetrics,
     bell: tokio::sync::Notify,
+    calls: tokio::sync::mpsc::UnboundedSender<Call>,
+    /// Taken by the worker when it starts.
+    inbox: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Call>>>,
+}
+
+/// A direct call through the worker's transport, for what must not wait in
+/// the outbox (an instrument's reservation: its amount is never stored).
+#[derive(Debug)]
+pub struct Call {
+    pub out: Outgoing,
+    pub reply: tokio::sync::oneshot::Sender<Result<Answer, TransportError>>,
+    /// After this the caller has given up: the call is not sent (a late
+    /// reservation must not land after its release).
+    pub deadline: std::time::Instant,
 }
 
 impl Relay {
     pub fn new(settings: RelaySettings) -> Result<Relay, prometheus::Error> {
+        let (calls, inbox) = tokio::sync::mpsc::unbounded_channel();
         Ok(Relay {
             settings,
             metrics: RelayMetrics::new()?,
             bell: tokio::sync::Notify::new(),
+            calls,
+            inbox: std::sync::Mutex::new(Some(inbox)),
         })
+    }
+
+    /// Sends `out` through the worker's transport and waits for the answer
+    /// (at most the relay timeout and a second). Without a running worker
+    /// (relay disabled) it answers `Unreachable` after the wait.
+    pub async fn call(&self, out: Outgoing) -> Result<Answer, TransportError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let wait = self.settings.timeout + std::time::Duration::from_secs(1);
+        // Sending must start early enough to finish within the wait.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        if self
+            .calls
+            .send(Call {
+                out,
+                reply,
+                deadline,
+            })
+            .is_err()
+        {
+            return Err(TransportError::Unreachable(
+                "the relay is not running".into(),
+            ));
+        }
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(TransportError::Other("the relay dropped the call".into())),
+            Err(_) => Err(TransportError::Timeout),
+        }
+    }
+
+    /// The worker's end of the call channel (once).
+    pub(crate) fn take_inbox(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Call>> {
+        self.inbox.lock().ok().and_then(|mut g| g.take())
     }
 
     /// Tells the worker that deliveries are due (after the commit that
@@ -174,17 +242,39 @@ impl Relay {
     }
 }
 
+/// The HTTP method of an [`Outgoing`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Delete,
+}
+
 /// One HTTP request to a receiver.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Outgoing {
+    pub method: Method,
     pub url: String,
     pub event: DeliveryEvent,
     pub idempotency_key: String,
     pub content_type: String,
     /// Extra headers (e.g. `TMCS-Signer-Certificate` with `signed`).
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// Wiped when dropped (a reservation's holds the amount and the account).
+    pub body: zeroize::Zeroizing<Vec<u8>>,
     pub timeout: Duration,
+}
+
+/// Not the body: a reservation's carries the amount and the account.
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("event", &self.event)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The receiver's answer.

@@ -125,7 +125,15 @@ fn enqueue_instruction(
     let Some(bank) = s.bank.as_deref() else {
         return Err(internal("relay.mode fsp+bank without relay.bank"));
     };
-    let ims = parse_stored(row)?;
+    let mut ims = parse_stored(row)?;
+    if let Some(id) = &row.instrument_id {
+        // An alias payment: the bank gets the account the alias stands for
+        // (CONTRACT §12); the signed iMS, the FSP and the merchant keep the alias.
+        let instrument = crate::store::instruments::get(c, id)?.ok_or_else(|| {
+            internal(format!("request {}: instrument {id} is not stored", row.id))
+        })?;
+        ims.account_payable = instrument.account;
+    }
     let signed_at =
         time::OffsetDateTime::from_unix_timestamp(row.signed_at.unwrap_or(row.updated_at))
             .map_err(|e| internal(e.to_string()))?;
@@ -147,6 +155,31 @@ fn enqueue_instruction(
         "application/xml",
         &[],
         xml,
+        now,
+    )
+}
+
+/// The end of an instrument's reservation at the bank (CONTRACT §12):
+/// `DELETE <bank callback_url>/reservations/{reservation_id}`. The row's
+/// `request_id` is the instrument's id.
+pub fn enqueue_release(
+    c: &mut DbConn,
+    instrument_id: &str,
+    bank: &str,
+    reservation_id: &str,
+    now: time::OffsetDateTime,
+) -> DomainResult<bool> {
+    // Even with the relay switched off: the release waits in the outbox
+    // until it runs again (a reservation always ends).
+    enqueue(
+        c,
+        instrument_id,
+        DeliveryEvent::Release,
+        bank,
+        reservation_id.to_string(),
+        "application/json",
+        &[],
+        String::new(),
         now,
     )
 }
@@ -304,6 +337,14 @@ fn judge(d: &DeliveryRow, attempt: Attempt) -> (Attempt, Option<BankAnswer>) {
                 }
             }
         }
+        // The reservation is gone already: nothing left to release.
+        (DeliveryEvent::Release, Attempt::Refused(e)) if e == "HTTP 404" => (
+            Attempt::Delivered {
+                status: 404,
+                body: Vec::new(),
+            },
+            None,
+        ),
         (_, a) => (a, None),
     }
 }
@@ -328,7 +369,7 @@ pub fn record(
             note(
                 c,
                 now,
-                &d.request_id,
+                d,
                 AuditEvent::RelayDelivered {
                     delivery: d.id.clone(),
                     event: d.event,
@@ -362,7 +403,7 @@ pub fn record(
             note(
                 c,
                 now,
-                &d.request_id,
+                d,
                 AuditEvent::RelayRetry {
                     delivery: d.id.clone(),
                     event: d.event,
@@ -387,14 +428,21 @@ pub fn record(
     }
 }
 
-/// A relay step of request `id`, audited as the system's.
+/// A relay step of delivery `d`, audited as the system's, about its
+/// request (or, for a reservation's release, its instrument).
 fn note(
     c: &mut DbConn,
     now: time::OffsetDateTime,
-    id: &str,
+    d: &DeliveryRow,
     event: AuditEvent,
 ) -> DomainResult<()> {
-    audit::append(c, now, NewEvent::of(&Actor::System, subject(id), event))?;
+    let about = match d.event {
+        DeliveryEvent::Reserve | DeliveryEvent::Release => {
+            super::instruments::subject(&d.request_id)
+        }
+        _ => subject(&d.request_id),
+    };
+    audit::append(c, now, NewEvent::of(&Actor::System, about, event))?;
     Ok(())
 }
 
@@ -426,7 +474,7 @@ fn delivered(
             note(
                 c,
                 now,
-                &d.request_id,
+                d,
                 AuditEvent::RequestRelayed {
                     fsp: d.target.clone(),
                     delivery: d.id.clone(),
@@ -468,7 +516,8 @@ fn delivered(
                 now,
             )?;
         }
-        (DeliveryEvent::Instruction, None) | (DeliveryEvent::Outcome, _) => {}
+        (DeliveryEvent::Instruction, None)
+        | (DeliveryEvent::Outcome | DeliveryEvent::Reserve | DeliveryEvent::Release, _) => {}
     }
     Ok(())
 }
@@ -486,7 +535,7 @@ fn give_up_on(
     note(
         c,
         now,
-        &d.request_id,
+        d,
         AuditEvent::RelayFailed {
             delivery: d.id.clone(),
             event: d.event,
@@ -500,7 +549,7 @@ fn give_up_on(
         .failures
         .with_label_values(&[&d.target, d.event.as_str()])
         .inc();
-    if d.event == DeliveryEvent::Outcome {
+    if !matches!(d.event, DeliveryEvent::Signed | DeliveryEvent::Instruction) {
         return Ok(());
     }
     let reason = format!("relay.{}.failed", d.event);

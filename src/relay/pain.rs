@@ -226,11 +226,17 @@ fn max140(s: String) -> String {
 
 /// Whether the message's accounts fit an ISO 20022 instruction (mode
 /// `fsp+bank` refuses others at submission: an account must not be cut).
+/// An `alias:` payer account is resolved to its instrument's account,
+/// which was checked when it was linked.
 pub fn instructable(m: &ImsMessage) -> Result<(), String> {
     for (name, value) in [
         ("accountPayable", &m.account_payable),
         ("accountReceivable", &m.account_receivable),
     ] {
+        // An alias stands for an account checked when it was linked.
+        if name == "accountPayable" && value.starts_with(super::instruments::ALIAS_PREFIX) {
+            continue;
+        }
         if value.chars().count() > MAX_OTHER_ID && !is_iban(value) {
             return Err(format!(
                 "{name} is longer than {MAX_OTHER_ID} characters and not an IBAN: it cannot be instructed to the bank (ISO 20022 Max34Text)"

@@ -19,10 +19,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::outbox::{self, Attempt, Recorded};
-use super::{Outgoing, Transport};
+use super::{Call, Method, Outgoing, Transport};
 use crate::app::Services;
 use crate::error::{internal, DomainResult};
-use crate::states::CertStatus;
+use crate::states::{CertStatus, DeliveryEvent};
 use crate::store::deliveries::{self, DeliveryRow};
 use crate::store::parties;
 
@@ -75,7 +75,29 @@ pub async fn run(svc: Services, transport: Rc<dyn Transport>) {
             }
         }
     }
-    tracing::info!(node = %node, mode = ?relay.settings.mode, "relay running");
+    tracing::info!(node = %node, mode = relay.settings.mode.as_str(), "relay running");
+    // Direct calls (an instrument's reservation) go out at once.
+    if let Some(mut inbox) = relay.take_inbox() {
+        let transport = transport.clone();
+        actix_web::rt::spawn(async move {
+            while let Some(Call {
+                out,
+                reply,
+                deadline,
+            }) = inbox.recv().await
+            {
+                if reply.is_closed() || std::time::Instant::now() > deadline {
+                    // The caller gave up (and released what this would reserve).
+                    let _ = reply.send(Err(super::TransportError::Timeout));
+                    continue;
+                }
+                let transport = transport.clone();
+                actix_web::rt::spawn(async move {
+                    let _ = reply.send(transport.send(&out).await);
+                });
+            }
+        });
+    }
     let in_flight: Rc<RefCell<HashMap<String, usize>>> = Rc::default();
     let done = Rc::new(tokio::sync::Notify::new());
     let mut last_gauges = Instant::now() - Duration::from_secs(60);
@@ -186,13 +208,25 @@ async fn deliver(svc: &Services, transport: &dyn Transport, d: &DeliveryRow) {
         Ok(Ok(url)) => match deliveries::headers_of(d) {
             Err(e) => Attempt::Refused(e.to_string()),
             Ok(headers) => {
+                let (method, url) = match d.event {
+                    DeliveryEvent::Release => (
+                        Method::Delete,
+                        format!(
+                            "{}/reservations/{}",
+                            url.trim_end_matches('/'),
+                            d.idempotency_key
+                        ),
+                    ),
+                    _ => (Method::Post, url),
+                };
                 let out = Outgoing {
+                    method,
                     url,
                     event: d.event,
                     idempotency_key: d.idempotency_key.clone(),
                     content_type: d.content_type.clone(),
                     headers,
-                    body: d.body.clone().into_bytes(),
+                    body: zeroize::Zeroizing::new(d.body.clone().into_bytes()),
                     timeout: settings.timeout,
                 };
                 let sent = tokio::time::timeout(

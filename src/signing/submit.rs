@@ -296,6 +296,7 @@ fn submit_inner(
         updated_at: t,
         signed_at: None,
         final_at: None,
+        instrument_id: None,
     };
     let max = svc.pins.settings.max_attempts;
     let result = svc.store.write(|c| -> DomainResult<Submitted> {
@@ -313,6 +314,12 @@ fn submit_inner(
                 "the payer's daily limit would be exceeded",
             ));
         }
+        // `alias:<alias>` names an active instrument of this payer (CONTRACT
+        // §12); its row is locked, so a disconnection either happened
+        // before or waits for this transaction.
+        let mut row = row.clone();
+        row.instrument_id =
+            crate::relay::instruments::resolve(c, &payer_row.id, &m.account_payable)?.map(|i| i.id);
         requests::insert(c, &row)?;
         audit::append(
             c,

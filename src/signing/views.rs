@@ -69,6 +69,10 @@ pub struct HandsetView {
     pub verification_code: String,
     pub display: Display,
     pub display_sig: String,
+    /// The alias of the paying instrument, alias payments only; then
+    /// `display_sig` covers one more line, `instrument:<alias>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instrument: Option<String>,
 }
 
 /// A request of `subscriber_id` (another payer's reads as not found).
@@ -120,11 +124,20 @@ pub fn handset_view(svc: &Services, subscriber_id: &str, id: &str) -> DomainResu
     let payee = m.to.to_string();
     let amount = m.amount.to_string();
     let expires_at = rfc3339_unix(row.expires_at);
-    let text = match &m.reference {
+    // An alias payment says which instrument pays (CONTRACT §12).
+    let instrument = row
+        .instrument_id
+        .as_ref()
+        .and_then(|_| {
+            m.account_payable
+                .strip_prefix(crate::relay::instruments::ALIAS_PREFIX)
+        })
+        .map(str::to_string);
+    let mut text = match &m.reference {
         Some(r) => format!("Pay {amount} to {payee} (ref {r})"),
         None => format!("Pay {amount} to {payee}"),
     };
-    let msg = display_message(
+    let mut msg = display_message(
         &row.id,
         &payee,
         &amount,
@@ -132,6 +145,10 @@ pub fn handset_view(svc: &Services, subscriber_id: &str, id: &str) -> DomainResu
         &row.dtbs_sha256,
         &expires_at,
     );
+    if let Some(alias) = &instrument {
+        text.push_str(&format!(" from {alias}"));
+        msg.push_str(&format!("instrument:{alias}\n"));
+    }
     let sig = svc
         .custody
         .sign_sha256(&svc.pki.keys.display, msg.as_bytes())?;
@@ -148,6 +165,7 @@ pub fn handset_view(svc: &Services, subscriber_id: &str, id: &str) -> DomainResu
             text,
         },
         display_sig: b64(&sig),
+        instrument,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod clients;
 mod conn;
 pub mod deliveries;
+pub mod instruments;
 pub mod keys;
 pub mod parties;
 pub mod replay;

@@ -40,6 +40,9 @@ pub struct RequestRow {
     pub signed_at: Option<i64>,
     /// When it reached settled, rolled_back or failed.
     pub final_at: Option<i64>,
+    /// The payer's instrument when `accountPayable` is `alias:<alias>`
+    /// (CONTRACT §12): the bank instruction carries its account.
+    pub instrument_id: Option<String>,
 }
 
 impl RequestRow {

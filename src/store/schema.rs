@@ -79,6 +79,7 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
+    instruments,
     deliveries,
     requests,
     certificates,
@@ -168,6 +169,25 @@ diesel::table! {
         updated_at -> BigInt,
         signed_at -> Nullable<BigInt>,
         final_at -> Nullable<BigInt>,
+        instrument_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    instruments (id) {
+        id -> Text,
+        subscriber_id -> Text,
+        alias -> Text,
+        account -> Text,
+        account_masked -> Text,
+        status -> Text,
+        currency -> Text,
+        amount_hmac -> Text,
+        reservation_id -> Text,
+        attempts -> Integer,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        updated_at -> BigInt,
     }
 }
 

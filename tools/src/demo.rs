@@ -363,8 +363,62 @@ async fn flow(out: &mut Out, l: &Local, sims: &Sims) -> Result<(), DemoError> {
         sub_info.common_name, sub_info.serial_hex
     ));
 
+    // The payer's instrument (CONTRACT §12): the account, proven by the
+    // micro-amount the bank reserved on it; then paid by alias.
+    let pay = Payment {
+        base,
+        fsp_client: &fsp_client,
+        anon,
+        merchant,
+        fsp,
+        clock: &app.svc.clock,
+    };
+    out.step("payer links an account (POST /v1/handset/instruments): the bank reserves a micro-amount on it");
+    let (st, v) = pay
+        .handset(
+            &handset,
+            "POST",
+            "/v1/handset/instruments",
+            Some(&json!({ "account": PAYER_IBAN, "alias": "main" })),
+        )
+        .await?;
+    if st != 202 || v["status"] != "verifying" {
+        return Err(fail(format!("link: HTTP {st} {v}")));
+    }
+    let instrument_id = text(&v, "instrument_id")?;
+    out.line(&format!(
+        "instrument {instrument_id}: verifying (alias main)"
+    ));
+    let held = sims.bank.get(operator, "/balances").await?["held"][PAYER_IBAN]["EUR"]
+        .as_i64()
+        .unwrap_or(0);
+    out.line("the payer reads the held amount in their banking app (it is never stored or logged by tmcs)");
+    out.step("payer confirms the amount (POST …/confirm): the instrument is active, the reservation released");
+    let (st, v) = pay
+        .handset(
+            &handset,
+            "POST",
+            &format!("/v1/handset/instruments/{instrument_id}/confirm"),
+            Some(&json!({ "amount": format!("EUR{}.{:02}", held / 100, held % 100) })),
+        )
+        .await?;
+    if st != 200 || v["status"] != "active" {
+        return Err(fail(format!("confirm: HTTP {st} {v}")));
+    }
+    let (_, list) = pay
+        .handset(&handset, "GET", "/v1/handset/instruments", None)
+        .await?;
+    for i in list["instruments"].as_array().into_iter().flatten() {
+        out.line(&format!(
+            "{} {} {}",
+            i["alias"].as_str().unwrap_or(""),
+            i["account_masked"].as_str().unwrap_or(""),
+            i["status"].as_str().unwrap_or("")
+        ));
+    }
+
     // The iMS.
-    out.step("merchant builds the iMS and signs M; the FSP adds the accounts and signs F");
+    out.step("merchant builds the iMS and signs M; the FSP adds the accounts (the payer's as alias:main) and signs F");
     let now = app.svc.clock.now();
     let mut m = ImsMessage {
         tier: Tier::Medium,
@@ -375,7 +429,7 @@ async fn flow(out: &mut Out, l: &Local, sims: &Sims) -> Result<(), DemoError> {
         to_sign: None,
         fsp_sign: None,
         timestamp: now.replace_nanosecond(0).unwrap_or(now),
-        account_payable: PAYER_IBAN.into(),
+        account_payable: "alias:main".into(),
         account_receivable: MERCHANT_IBAN.into(),
         amount: ctx!(Money::parse("EUR1000.00"), "amount")?,
     };
@@ -439,7 +493,7 @@ async fn flow(out: &mut Out, l: &Local, sims: &Sims) -> Result<(), DemoError> {
         return Err(fail("dtbs_sha256 is not SHA-256 of C"));
     }
     let display = &v["display"];
-    let display_msg = tmcs::signing::display_message(
+    let mut display_msg = tmcs::signing::display_message(
         &request_id,
         display["payee"].as_str().unwrap_or(""),
         display["amount"].as_str().unwrap_or(""),
@@ -447,6 +501,10 @@ async fn flow(out: &mut Out, l: &Local, sims: &Sims) -> Result<(), DemoError> {
         &dtbs,
         &text(&v, "expires_at")?,
     );
+    // An alias payment: display_sig also covers which instrument pays.
+    if let Some(alias) = v["instrument"].as_str() {
+        display_msg.push_str(&format!("instrument:{alias}\n"));
+    }
     let display_sig = ctx!(
         base64::Engine::decode(
             &base64::engine::general_purpose::STANDARD,
@@ -498,14 +556,6 @@ async fn flow(out: &mut Out, l: &Local, sims: &Sims) -> Result<(), DemoError> {
     ));
 
     out.step("tmcs relays (steps 6-9): the signed iMS to the FSP, the pain.001 to the bank, the outcome to the FSP and the merchant");
-    let pay = Payment {
-        base,
-        fsp_client: &fsp_client,
-        anon,
-        merchant,
-        fsp,
-        clock: &app.svc.clock,
-    };
     let v = pay
         .await_status(
             &request_id,

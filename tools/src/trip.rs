@@ -282,6 +282,22 @@ impl Payment<'_> {
     /// The merchant signs M, the FSP signs F and submits; the handset reads
     /// the request and authorises it with `pin`.
     pub async fn pay(&self, h: &Handset, pin: &str, t: &Terms<'_>) -> Result<Paid, DemoError> {
+        let t0 = Instant::now();
+        let id = self.submit(h, t).await?;
+        let submit_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let view = self.view(h, &id).await?;
+        let t1 = Instant::now();
+        self.authorize(h, pin, &id, &view).await?;
+        Ok(Paid {
+            request_id: id,
+            submit_ms,
+            authorize_ms: t1.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// The iMS of `t` from the handset's payer to the merchant, signed by
+    /// the merchant (M) and the FSP (F).
+    pub fn message(&self, h: &Handset, t: &Terms<'_>) -> Result<ImsMessage, DemoError> {
         let now = self.clock.now();
         let mut m = ImsMessage {
             tier: t.tier,
@@ -307,7 +323,12 @@ impl Payment<'_> {
             &self.fsp.key,
             &m.canonical_f().map_err(|e| fail(e.to_string()))?,
         )?);
-        let t0 = Instant::now();
+        Ok(m)
+    }
+
+    /// The FSP submits the message of `t`: `(status, answer)`.
+    pub async fn submit_raw(&self, h: &Handset, t: &Terms<'_>) -> Result<(u16, Value), DemoError> {
+        let m = self.message(h, t)?;
         let mut res = self
             .fsp_client
             .post(format!("{}/v1/fsp/messages", self.base))
@@ -316,20 +337,24 @@ impl Payment<'_> {
             .await
             .map_err(|e| fail(format!("submit: {e}")))?;
         let body = res.body().await.map_err(|e| fail(format!("submit: {e}")))?;
-        if res.status().as_u16() != 202 {
-            return Err(fail(format!(
-                "submit: HTTP {} {}",
-                res.status(),
-                String::from_utf8_lossy(&body)
-            )));
+        let v: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        Ok((res.status().as_u16(), v))
+    }
+
+    /// The FSP submits the message of `t`; a new request's id.
+    pub async fn submit(&self, h: &Handset, t: &Terms<'_>) -> Result<String, DemoError> {
+        match self.submit_raw(h, t).await? {
+            (202, v) => text(&v, "request_id"),
+            (st, v) => Err(fail(format!("submit: HTTP {st} {v}"))),
         }
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let submit_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let id = text(&v, "request_id")?;
+    }
+
+    /// The handset reads request `id` (`GET /v1/handset/requests/{id}`).
+    pub async fn view(&self, h: &Handset, id: &str) -> Result<Value, DemoError> {
         let path = format!("/v1/handset/requests/{id}");
-        let ts = self.clock.now().unix_timestamp();
         let hdr = h
-            .device_header("GET", &path, ts)
+            .device_header("GET", &path, self.clock.now().unix_timestamp())
             .map_err(|e| fail(e.to_string()))?;
         let (_, r) = call(
             self.anon
@@ -339,15 +364,25 @@ impl Payment<'_> {
             "read",
         )
         .await?;
+        Ok(r)
+    }
+
+    /// The handset authorises request `id` as read in `view` with `pin`.
+    pub async fn authorize(
+        &self,
+        h: &Handset,
+        pin: &str,
+        id: &str,
+        view: &Value,
+    ) -> Result<Value, DemoError> {
         let block = h
-            .auth_pin_block(&id, &text(&r, "nonce")?, &text(&r, "dtbs_sha256")?, pin)
+            .auth_pin_block(id, &text(view, "nonce")?, &text(view, "dtbs_sha256")?, pin)
             .map_err(|e| fail(e.to_string()))?;
-        let apath = format!("{path}/authorize");
+        let apath = format!("/v1/handset/requests/{id}/authorize");
         let hdr = h
-            .device_header("POST", &apath, ts)
+            .device_header("POST", &apath, self.clock.now().unix_timestamp())
             .map_err(|e| fail(e.to_string()))?;
-        let t1 = Instant::now();
-        call(
+        let (_, v) = call(
             self.anon
                 .post(format!("{}{apath}", self.base))
                 .insert_header(("authorization", hdr)),
@@ -355,11 +390,40 @@ impl Payment<'_> {
             "authorize",
         )
         .await?;
-        Ok(Paid {
-            request_id: id,
-            submit_ms,
-            authorize_ms: t1.elapsed().as_secs_f64() * 1000.0,
-        })
+        Ok(v)
+    }
+
+    /// A device-authenticated handset call: `(status, answer)`, errors included.
+    pub async fn handset(
+        &self,
+        h: &Handset,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), DemoError> {
+        let hdr = h
+            .device_header(method, path, self.clock.now().unix_timestamp())
+            .map_err(|e| fail(e.to_string()))?;
+        let url = format!("{}{path}", self.base);
+        let req = match method {
+            "POST" => self.anon.post(url),
+            "DELETE" => self.anon.delete(url),
+            _ => self.anon.get(url),
+        }
+        .insert_header(("authorization", hdr));
+        let sent = match body {
+            Some(b) => req.send_json(b).await,
+            None => req.send().await,
+        };
+        let mut res = sent.map_err(|e| fail(format!("{method} {path}: {e}")))?;
+        let bytes = res
+            .body()
+            .limit(1 << 20)
+            .await
+            .map_err(|e| fail(format!("{method} {path}: {e}")))?;
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Ok((res.status().as_u16(), v))
     }
 
     /// Polls `GET /v1/fsp/requests/{id}` until its status is one of
@@ -394,19 +458,13 @@ impl Payment<'_> {
 
     /// The payer's receipt (`GET /v1/handset/receipts/{id}`).
     pub async fn receipt(&self, h: &Handset, id: &str) -> Result<Value, DemoError> {
-        let path = format!("/v1/handset/receipts/{id}");
-        let hdr = h
-            .device_header("GET", &path, self.clock.now().unix_timestamp())
-            .map_err(|e| fail(e.to_string()))?;
-        let (_, v) = call(
-            self.anon
-                .get(format!("{}{path}", self.base))
-                .insert_header(("authorization", hdr)),
-            None,
-            "receipt",
-        )
-        .await?;
-        Ok(v)
+        match self
+            .handset(h, "GET", &format!("/v1/handset/receipts/{id}"), None)
+            .await?
+        {
+            (200, v) => Ok(v),
+            (st, v) => Err(fail(format!("receipt: HTTP {st} {v}"))),
+        }
     }
 }
 

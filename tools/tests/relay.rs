@@ -193,12 +193,18 @@ impl Trip {
     /// `tmcs init`, the simulators, `tmcs serve` in `mode`, the parties
     /// registered with their callback URLs.
     async fn start(mode: &str, db_url: Option<&str>) -> Trip {
+        Self::start_with(mode, db_url, &[]).await
+    }
+
+    /// [`Trip::start`] with more environment for the node.
+    async fn start_with(mode: &str, db_url: Option<&str>, extra: &[(&str, &str)]) -> Trip {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut env = vec![
             ("TMCS_RELAY__MODE".to_string(), mode.to_string()),
             ("TMCS_RELAY__BANK".to_string(), trip::BANK.to_string()),
         ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         if let Some(u) = db_url {
             env.push(("TMCS_DATABASE__URL".into(), u.to_string()));
         }
@@ -345,8 +351,9 @@ impl Trip {
     }
 }
 
-/// The receipt's signature checked by `openssl dgst` with `/pki/display.pem`.
-async fn receipt_verifies(t: &Trip, receipt: &Value) {
+/// Whether `sig_b64` over `msg` verifies with `/pki/display.pem`, as
+/// `openssl dgst -sha256 -verify` judges it.
+async fn verify_with_display(t: &Trip, msg: &str, sig_b64: &str) -> bool {
     use base64::Engine as _;
     let mut res = t
         .anon
@@ -356,51 +363,51 @@ async fn receipt_verifies(t: &Trip, receipt: &Value) {
         .unwrap();
     let pem = res.body().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (key, msg, sig) = (
+    let (cert, key, file, sig) = (
         dir.path().join("display.pem"),
-        dir.path().join("receipt.txt"),
-        dir.path().join("receipt.sig"),
+        dir.path().join("pub.pem"),
+        dir.path().join("msg.txt"),
+        dir.path().join("msg.sig"),
     );
-    std::fs::write(&key, &pem).unwrap();
-    std::fs::write(&msg, receipt_message(receipt)).unwrap();
+    std::fs::write(&cert, &pem).unwrap();
+    std::fs::write(&file, msg).unwrap();
     let der = base64::engine::general_purpose::STANDARD
-        .decode(receipt["receipt_sig"].as_str().unwrap())
+        .decode(sig_b64)
         .unwrap();
     std::fs::write(&sig, der).unwrap();
     let o = Command::new("openssl")
         .args(["x509", "-in"])
-        .arg(&key)
+        .arg(&cert)
         .args(["-pubkey", "-noout", "-out"])
-        .arg(dir.path().join("pub.pem"))
+        .arg(&key)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let o = Command::new("openssl")
         .args(["dgst", "-sha256", "-verify"])
-        .arg(dir.path().join("pub.pem"))
+        .arg(&key)
         .arg("-signature")
         .arg(&sig)
-        .arg(&msg)
+        .arg(&file)
         .output()
         .unwrap();
+    o.status.success() && text(&o).contains("Verified OK")
+}
+
+/// The receipt's signature verifies with `/pki/display.pem`; a changed
+/// field does not.
+async fn receipt_verifies(t: &Trip, receipt: &Value) {
+    let sig = receipt["receipt_sig"].as_str().unwrap();
     assert!(
-        o.status.success() && text(&o).contains("Verified OK"),
-        "receipt_sig: {}",
-        text(&o)
+        verify_with_display(t, &receipt_message(receipt), sig).await,
+        "receipt_sig does not verify: {receipt}"
     );
-    // A changed field does not verify.
     let mut forged = receipt.clone();
     forged["amount"] = json!("EUR999.99");
-    std::fs::write(&msg, receipt_message(&forged)).unwrap();
-    let o = Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(dir.path().join("pub.pem"))
-        .arg("-signature")
-        .arg(&sig)
-        .arg(&msg)
-        .output()
-        .unwrap();
-    assert!(!o.status.success(), "a forged receipt verified");
+    assert!(
+        !verify_with_display(t, &receipt_message(&forged), sig).await,
+        "a forged receipt verified"
+    );
 }
 
 fn terms<'a>(reference: &'a str, amount: &'a str) -> Terms<'a> {
@@ -1029,4 +1036,401 @@ async fn two_nodes_survive_kill_9_with_deliveries_in_flight() {
     );
     drop(b);
     t.audit_verifies();
+}
+
+/// The amount held at the bank on `account` (minor units; 0 when none).
+async fn held(t: &Trip, account: &str) -> i64 {
+    t.balances().await["held"][account]["EUR"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// Waits until nothing is held on `account` (the reservation was released).
+async fn released(t: &Trip, account: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held(t, account).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reservation on an account was not released"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// CONTRACT §12 on one backend: the right amount activates an instrument
+/// and its reservation is released; three wrong amounts block another, also
+/// released; an alias payment settles with the account in the pain.001 and
+/// only the alias in the signed iMS, the FSP's view and the handset's
+/// signed display; a disconnected alias is `instrument.unknown`; no amount
+/// and no full account in the debug log, the audit details or the error
+/// bodies.
+async fn instruments_on(db_url: Option<&str>) {
+    const ACCOUNT: &str = "GB82WEST12345698765432";
+    const OTHER: &str = "NL91ABNA0417164300";
+    let t = Trip::start_with("fsp+bank", db_url, &[("RUST_LOG", "debug")]).await;
+    let h = t.handsets(5, 1).await.remove(0);
+    let base = t.base();
+    let pay = t.payment(&base);
+    let mut bodies = Vec::new();
+    let mut amounts = Vec::new();
+
+    // Link: the bank holds a micro-amount; a wrong one counts; the right one activates.
+    let (st, v) = pay
+        .handset(
+            &h,
+            "POST",
+            "/v1/handset/instruments",
+            Some(&json!({"account": ACCOUNT, "alias": "main"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((st, v["status"].as_str()), (202, Some("verifying")), "{v}");
+    let main_id = v["instrument_id"].as_str().unwrap().to_string();
+    let amount = held(&t, ACCOUNT).await;
+    assert!((1..=99).contains(&amount), "held {amount}");
+    amounts.push(amount);
+    let confirm = format!("/v1/handset/instruments/{main_id}/confirm");
+    let wrong = format!("EUR0.{:02}", amount % 99 + 1);
+    let (st, v) = pay
+        .handset(&h, "POST", &confirm, Some(&json!({"amount": wrong})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["code"].as_str(), v["attempts_left"].as_i64()),
+        (403, Some("instrument.bad_amount"), Some(2)),
+        "{v}"
+    );
+    bodies.push(v.to_string());
+    assert_eq!(
+        held(&t, ACCOUNT).await,
+        amount,
+        "a wrong amount keeps the reservation"
+    );
+    let (st, v) = pay
+        .handset(
+            &h,
+            "POST",
+            &confirm,
+            Some(&json!({"amount": format!("EUR0.{amount:02}")})),
+        )
+        .await
+        .unwrap();
+    assert_eq!((st, v["status"].as_str()), (200, Some("active")), "{v}");
+    released(&t, ACCOUNT).await;
+    let (st, v) = pay
+        .handset(&h, "POST", &confirm, Some(&json!({"amount": "EUR0.01"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (409, Some("instrument.not_verifying")),
+        "{v}"
+    );
+    let (st, v) = pay
+        .handset(
+            &h,
+            "POST",
+            "/v1/handset/instruments",
+            Some(&json!({"account": OTHER, "alias": "main"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (409, Some("instrument.exists")),
+        "{v}"
+    );
+    bodies.push(v.to_string());
+    let (st, v) = pay
+        .handset(
+            &h,
+            "POST",
+            "/v1/handset/instruments",
+            Some(&json!({"account": "DE89370400440532013001", "alias": "bad"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (400, Some("request.invalid")),
+        "a bad IBAN checksum: {v}"
+    );
+    bodies.push(v.to_string());
+
+    // Three wrong amounts block; the reservation is released.
+    let (st, v) = pay
+        .handset(
+            &h,
+            "POST",
+            "/v1/handset/instruments",
+            Some(&json!({"account": OTHER, "alias": "second"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let second = v["instrument_id"].as_str().unwrap().to_string();
+    let a2 = held(&t, OTHER).await;
+    assert!(a2 > 0);
+    amounts.push(a2);
+    let confirm2 = format!("/v1/handset/instruments/{second}/confirm");
+    let wrong = format!("EUR0.{:02}", a2 % 99 + 1);
+    for left in [Some(2), Some(1), None] {
+        let (st, v) = pay
+            .handset(&h, "POST", &confirm2, Some(&json!({"amount": wrong})))
+            .await
+            .unwrap();
+        match left {
+            Some(n) => assert_eq!(
+                (st, v["code"].as_str(), v["attempts_left"].as_i64()),
+                (403, Some("instrument.bad_amount"), Some(n)),
+                "{v}"
+            ),
+            None => assert_eq!(
+                (st, v["code"].as_str()),
+                (403, Some("instrument.blocked")),
+                "{v}"
+            ),
+        }
+        bodies.push(v.to_string());
+    }
+    released(&t, OTHER).await;
+    let (st, v) = pay
+        .handset(
+            &h,
+            "POST",
+            &confirm2,
+            Some(&json!({"amount": format!("EUR0.{a2:02}")})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (403, Some("instrument.blocked")),
+        "the right amount is too late: {v}"
+    );
+
+    let (st, list) = pay
+        .handset(&h, "GET", "/v1/handset/instruments", None)
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{list}");
+    let shown: Vec<(String, String)> = list["instruments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["alias"].as_str().unwrap().into(),
+                i["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(shown.contains(&("main".into(), "active".into())), "{list}");
+    assert!(
+        shown.contains(&("second".into(), "blocked".into())),
+        "{list}"
+    );
+    assert!(
+        list.to_string().contains("GB82") && !list.to_string().contains(ACCOUNT),
+        "masked: {list}"
+    );
+
+    // An alias payment: the handset is told which instrument pays, signed.
+    let before = t.balances().await;
+    let alias_terms = Terms {
+        reference: "ALIAS-1",
+        amount: "EUR7.00",
+        tier: Tier::Small,
+        payable: "alias:main",
+        receivable: MERCHANT_IBAN,
+    };
+    let id = pay.submit(&h, &alias_terms).await.unwrap();
+    let view = pay.view(&h, &id).await.unwrap();
+    assert_eq!(view["instrument"], "main", "{view}");
+    let display = format!(
+        "tmcs-display-v1\nrequest_id:{id}\npayee:{}\namount:EUR7.00\nverification_code:{}\ndtbs_sha256:{}\nexpires_at:{}\ninstrument:main\n",
+        trip::MERCHANT,
+        view["verification_code"].as_str().unwrap(),
+        view["dtbs_sha256"].as_str().unwrap(),
+        view["expires_at"].as_str().unwrap(),
+    );
+    display_sig_verifies(&t, &display, view["display_sig"].as_str().unwrap()).await;
+    pay.authorize(&h, PIN, &id, &view).await.unwrap();
+    let v = pay
+        .await_status(&id, &["settled"], Duration::from_secs(30))
+        .await
+        .unwrap();
+    let signed = v["ims"].as_str().unwrap();
+    assert!(
+        signed.contains("<accountPayable>alias:main</accountPayable>") && !signed.contains(ACCOUNT),
+        "{signed}"
+    );
+    let after = t.balances().await;
+    assert_eq!(
+        balance(&before, ACCOUNT, "EUR") - balance(&after, ACCOUNT, "EUR"),
+        700,
+        "the bank debited the account behind the alias"
+    );
+    let bank = t.sims.bank.get(&t.operator, "/stats").await.unwrap();
+    assert_eq!(
+        bank["invalid"], 0,
+        "the pain.001 with the account validated: {bank}"
+    );
+    told(&t, &format!("{id}:settled")).await;
+    let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
+    assert!(!fsp.to_string().contains(ACCOUNT), "{fsp}");
+    let merchant = t.sims.merchant.get(&t.operator, "/stats").await.unwrap();
+    assert!(!merchant.to_string().contains(ACCOUNT), "{merchant}");
+
+    // Disconnected while verifying: the reservation is released too.
+    const THIRD: &str = "FR1420041010050500013M02606";
+    let (st, v) = pay
+        .handset(
+            &h,
+            "POST",
+            "/v1/handset/instruments",
+            Some(&json!({"account": THIRD, "alias": "third"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 202, "{v}");
+    let a3 = held(&t, THIRD).await;
+    assert!(a3 > 0);
+    amounts.push(a3);
+    let third = v["instrument_id"].as_str().unwrap().to_string();
+    let (st, v) = pay
+        .handset(
+            &h,
+            "DELETE",
+            &format!("/v1/handset/instruments/{third}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (200, Some("disconnected")),
+        "{v}"
+    );
+    released(&t, THIRD).await;
+
+    // Disconnected: out of use at once.
+    let (st, v) = pay
+        .handset(
+            &h,
+            "DELETE",
+            &format!("/v1/handset/instruments/{main_id}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["status"].as_str()),
+        (200, Some("disconnected")),
+        "{v}"
+    );
+    let again = Terms {
+        reference: "ALIAS-2",
+        ..alias_terms.clone()
+    };
+    let (st, v) = pay.submit_raw(&h, &again).await.unwrap();
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (404, Some("instrument.unknown")),
+        "{v}"
+    );
+    bodies.push(v.to_string());
+    let (st, v) = pay
+        .submit_raw(
+            &h,
+            &Terms {
+                reference: "ALIAS-3",
+                payable: "alias:second",
+                ..alias_terms.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (404, Some("instrument.unknown")),
+        "a blocked alias: {v}"
+    );
+
+    // Nothing secret in the audit trail, the error bodies or the debug log.
+    let auditor = tmcs_client::https::https_client(
+        &t.data.join("ca.pem"),
+        Some((
+            &t.data.join("clients/auditor.crt"),
+            &t.data.join("clients/auditor.key"),
+        )),
+    )
+    .unwrap();
+    let (st, events) = t
+        .get(&auditor, "/v1/audit/events?action=instrument.*&limit=1000")
+        .await;
+    assert_eq!(st, 200);
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "instrument.requested",
+        "instrument.failed",
+        "instrument.confirmed",
+        "instrument.blocked",
+        "instrument.disconnected",
+    ] {
+        assert!(actions.contains(&a), "{a} missing: {actions:?}");
+    }
+    let (_, all) = t.get(&auditor, "/v1/audit/events?limit=1000").await;
+    let log: String = std::fs::read_dir(t.data.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("node-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert!(log.contains("DEBUG"), "the node ran with RUST_LOG=debug");
+    for secret in [ACCOUNT.to_string(), OTHER.to_string(), THIRD.to_string()]
+        .into_iter()
+        .chain(amounts.iter().map(|a| format!("EUR0.{a:02}")))
+    {
+        for (what, text) in [
+            ("audit", all.to_string()),
+            ("log", log.clone()),
+            ("errors", bodies.join("\n")),
+        ] {
+            assert!(!text.contains(&secret), "{what} holds a secret value");
+        }
+    }
+    t.audit_verifies();
+}
+
+/// `display_sig` covers the `instrument:` line: with it the signature
+/// verifies, without it not.
+async fn display_sig_verifies(t: &Trip, msg: &str, sig_b64: &str) {
+    assert!(
+        verify_with_display(t, msg, sig_b64).await,
+        "display_sig: {msg}"
+    );
+    let without = msg.replace("instrument:main\n", "");
+    assert!(
+        !verify_with_display(t, &without, sig_b64).await,
+        "display_sig does not cover the instrument line"
+    );
+}
+
+#[actix_web::test]
+async fn instruments_sqlite() {
+    instruments_on(None).await;
+}
+
+#[actix_web::test]
+async fn instruments_postgres() {
+    let Some((url, _)) = postgres_url("instruments_postgres") else {
+        return;
+    };
+    instruments_on(Some(&url)).await;
 }

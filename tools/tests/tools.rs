@@ -54,6 +54,10 @@ fn assert_demo_succeeded(o: &Output) {
         "merchant over M: verified",
         "FSP over F: verified",
         "payer (tmcs, HSM) over C: verified",
+        // The payer's instrument (issue 10), then paid by alias.
+        "verifying (alias main)",
+        "main DE89**************3000 active",
+        "(ref POS-7-000123) from main",
         // The whole trip (issue 9): relayed, settled, told, receipted.
         "signed       → Demo.FSP@fsp.xbank             delivered",
         "instruction  → Demo.Bank@bank.xbank           delivered",

@@ -4,7 +4,7 @@
 CREATE TABLE deliveries (
     id TEXT PRIMARY KEY NOT NULL,
     request_id TEXT NOT NULL,
-    event TEXT NOT NULL CHECK (event IN ('signed', 'instruction', 'outcome')),
+    event TEXT NOT NULL CHECK (event IN ('signed', 'instruction', 'outcome', 'reserve', 'release')),
     -- The receiving party (its callback_url is read when sending).
     target TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,

@@ -166,7 +166,7 @@ async fn bank_mode_refuses_accounts_a_bank_cannot_take(db: Db) {
         return;
     };
     let msisdn = random_msisdn();
-    fx.s.active_subscriber(&msisdn, PIN).await;
+    let (h, _) = fx.s.active_subscriber(&msisdn, PIN).await;
     let mut m = fx.ims(&msisdn, "small", "EUR4.00", &unique("RL-"));
     m.account_payable = "9".repeat(35);
     fx.sign(&mut m);
@@ -184,6 +184,29 @@ async fn bank_mode_refuses_accounts_a_bank_cannot_take(db: Db) {
     m.account_receivable = "DE89370400440532013000".into();
     fx.sign(&mut m);
     fx.submit_ok(&m).await;
+    // An alias is not measured against Max34Text (its account was checked
+    // when linked): the longest alias is looked up, and unknown.
+    let mut m = fx.ims(&msisdn, "small", "EUR4.00", &unique("RL-"));
+    m.account_payable = format!("alias:{}", "a".repeat(32));
+    fx.sign(&mut m);
+    fx.refused(&m.to_xml(), 404, "instrument.unknown").await;
+    // Instruments need the bank party (here relay.bank names none).
+    let r = fx
+        .handset_post(
+            &h,
+            "/v1/handset/instruments",
+            &json!({"account": "DE89370400440532013000", "alias": "main"}),
+        )
+        .await;
+    problem(&r, 409, "instrument.unavailable");
+    let r = fx
+        .handset_post(
+            &h,
+            "/v1/handset/instruments/nope/confirm",
+            &json!({"amount": "EUR0.10"}),
+        )
+        .await;
+    problem(&r, 404, "instrument.unknown");
     // The FSP's own outcome report is not taken in this mode.
     let mut m = fx.ims(&msisdn, "small", "EUR4.00", &unique("RL-"));
     fx.sign(&mut m);

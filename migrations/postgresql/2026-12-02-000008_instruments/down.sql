@@ -1,0 +1,2 @@
+DROP TABLE instruments;
+ALTER TABLE requests DROP COLUMN instrument_id;
