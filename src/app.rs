@@ -135,6 +135,8 @@ pub struct Services {
     pub ocsp: Arc<crate::pki::ocsp::Responder>,
     /// The relay's settings, metrics and wake-up bell.
     pub relay: Arc<crate::relay::Relay>,
+    /// Where new subscriber keys go (`hsm.key_storage`).
+    pub key_storage: crate::config::KeyStorage,
 }
 
 impl std::fmt::Debug for Services {
@@ -175,7 +177,20 @@ impl Services {
         )
         .map_err(AppError::Setup)?;
         let relay = crate::relay::Relay::new(relay).map_err(|e| AppError::Setup(e.to_string()))?;
+        let key_storage = cfg.file.hsm.key_storage;
+        if key_storage == crate::config::KeyStorage::Wrapped
+            && store
+                .read(crate::store::wrapped::current_kek)?
+                .is_none()
+        {
+            return Err(AppError::Setup(
+                "hsm.key_storage is \"wrapped\" but the database records no key-encryption key; \
+                 run `tmcs init` (it creates one with the token's SO PIN)"
+                    .into(),
+            ));
+        }
         Ok(Services {
+            key_storage,
             relay: Arc::new(relay),
             ocsp: Arc::new(ocsp),
             clock,

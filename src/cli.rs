@@ -49,6 +49,33 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Key custody: key-encryption keys and wrapped subscriber keys.
+    Hsm {
+        #[command(subcommand)]
+        command: HsmCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HsmCommand {
+    /// Key-encryption keys by version and how many subscriber keys each wraps.
+    Status,
+    /// Rotate the key-encryption key: create a new trusted KEK (SO PIN) and wrap every
+    /// subscriber key under it, in batches; resumes an interrupted rotation. Audited.
+    /// Safe while `tmcs serve` runs: keys sign under their old KEK until rewrapped.
+    Rewrap {
+        /// Keys per transaction (and per audit event).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+    /// Move token subscriber keys to wrapped storage. A token key was made never
+    /// extractable, so each is replaced by a new wrapped key with a renewed certificate
+    /// (the old one revoked as superseded); subscribers that are not active are skipped.
+    MigrateKeys {
+        /// Subscribers read per batch.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
 }
 
 /// `demo` (CONTRACT §1) and `bench`: commands of `tmcs` that the sibling
@@ -341,7 +368,78 @@ fn run(cli: Cli, transport: TransportFactory) -> Result<(), Failure> {
             init_logging(&cfg, "warn");
             audit_command(&cfg, clock, command)
         }
+        Command::Hsm { command } => {
+            init_logging(&cfg, "warn");
+            hsm_command(cfg, clock, command)
+        }
         Command::Tool(_) => Err(Failure::usage("demo and bench are handled above")),
+    }
+}
+
+fn hsm_command(cfg: Config, clock: SharedClock, command: HsmCommand) -> Result<(), Failure> {
+    use crate::config::KeyStorage;
+    use crate::keyring;
+    let domain = |e: crate::error::DomainError| Failure::failed(&e);
+    match command {
+        HsmCommand::Status => {
+            let app = App::open(cfg, clock)?;
+            let (keks, counts) = app
+                .svc
+                .store
+                .read(|c| -> Result<_, crate::store::StoreError> {
+                    Ok((
+                        crate::store::wrapped::all_keks(c)?,
+                        crate::store::wrapped::count_by_version(c)?,
+                    ))
+                })
+                .map_err(AppError::from)?;
+            println!(
+                "key storage: {}",
+                app.cfg.file.hsm.key_storage.as_str()
+            );
+            for k in keks {
+                let n = counts
+                    .iter()
+                    .find(|(v, _)| *v == k.version)
+                    .map_or(0, |(_, n)| *n);
+                println!("KEK v{} ({}): {n} wrapped keys", k.version, k.key_id);
+            }
+            Ok(())
+        }
+        HsmCommand::Rewrap { batch } => {
+            let store = Store::open(&app::store_settings(&cfg)).map_err(AppError::from)?;
+            if keyring::rotation_pending(&store)? {
+                println!("tmcs hsm rewrap: resuming the unfinished rotation");
+            } else {
+                // Before this process logs in as the user.
+                let so_pin = keyring::so_pin(&cfg)?;
+                let k = keyring::create_kek(&cfg, &store, clock.as_ref(), &so_pin)?;
+                println!("tmcs hsm rewrap: created key-encryption key v{}", k.version);
+            }
+            drop(store);
+            let app = App::open(cfg, clock)?;
+            let r = keyring::rewrap(&app.svc, batch).map_err(domain)?;
+            println!(
+                "tmcs hsm rewrap: {} keys rewrapped in {} batches; every key is under v{}",
+                r.keys, r.batches, r.version
+            );
+            Ok(())
+        }
+        HsmCommand::MigrateKeys { batch } => {
+            if cfg.file.hsm.key_storage != KeyStorage::Wrapped {
+                return Err(Failure::usage(
+                    "hsm migrate-keys moves keys to wrapped storage: set hsm.key_storage = \"wrapped\" first",
+                ));
+            }
+            let app = App::open(cfg, clock)?;
+            let r = keyring::migrate_keys(&app.svc, batch).map_err(domain)?;
+            println!(
+                "tmcs hsm migrate-keys: {} keys moved to wrapped storage (certificates renewed); \
+                 {} skipped (subscriber not active)",
+                r.migrated, r.skipped
+            );
+            Ok(())
+        }
     }
 }
 

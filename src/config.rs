@@ -133,10 +133,37 @@ pub struct HsmSection {
     /// SoftHSM2 only: the config file the module reads; empty means
     /// `<data>/softhsm/softhsm2.conf`. Set to "-" to leave `SOFTHSM2_CONF` alone.
     pub softhsm_conf: String,
+    /// Where subscriber keys live: wrapped under a KEK in the database
+    /// (default), or one token object each.
+    pub key_storage: KeyStorage,
+    /// File holding the token's SO PIN, needed to create a trusted KEK
+    /// (`tmcs init`, `tmcs hsm rewrap`); empty means `so.pin` beside the
+    /// SoftHSM2 config.
+    pub so_pin_file: String,
     /// Sessions kept open in the pool.
     pub sessions: usize,
     /// How long an operation waits for a free session.
     pub session_timeout_ms: u64,
+}
+
+/// `hsm.key_storage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStorage {
+    /// Each subscriber key wrapped (`CKM_AES_KEY_WRAP_PAD`) under a trusted
+    /// KEK and kept in the database; unwrapped into a session object to sign.
+    Wrapped,
+    /// Each subscriber key a token object (the pre-1.1 layout).
+    Token,
+}
+
+impl KeyStorage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStorage::Wrapped => "wrapped",
+            KeyStorage::Token => "token",
+        }
+    }
 }
 
 impl std::fmt::Debug for HsmSection {
@@ -147,6 +174,8 @@ impl std::fmt::Debug for HsmSection {
             .field("pin_file", &self.pin_file)
             .field("pin", &self.pin.as_ref().map(|_| "[redacted]"))
             .field("softhsm_conf", &self.softhsm_conf)
+            .field("key_storage", &self.key_storage)
+            .field("so_pin_file", &self.so_pin_file)
             .field("sessions", &self.sessions)
             .field("session_timeout_ms", &self.session_timeout_ms)
             .finish()
@@ -161,6 +190,8 @@ impl Default for HsmSection {
             pin_file: String::new(),
             pin: None,
             softhsm_conf: String::new(),
+            key_storage: KeyStorage::Wrapped,
+            so_pin_file: String::new(),
             sessions: 8,
             session_timeout_ms: 5_000,
         }
@@ -385,6 +416,9 @@ pub struct Config {
     pub file: FileConfig,
     pub database_url: String,
     pub hsm_pin_file: PathBuf,
+    /// The SO PIN file (`hsm.so_pin_file`; for SoftHSM2 `so.pin` beside its
+    /// config by default). `None`: no SO PIN, so no KEK can be created.
+    pub hsm_so_pin_file: Option<PathBuf>,
     /// `None` when the module is not SoftHSM2 or the operator opted out.
     pub softhsm_conf: Option<PathBuf>,
     pub tls_cert: PathBuf,
@@ -482,8 +516,14 @@ impl Config {
         } else {
             Some(at(&file.hsm.softhsm_conf, "softhsm/softhsm2.conf"))
         };
+        let hsm_so_pin_file = if file.hsm.so_pin_file.is_empty() {
+            softhsm_conf.as_ref().map(|c| c.with_file_name("so.pin"))
+        } else {
+            Some(absolute_in(&data_dir, Path::new(&file.hsm.so_pin_file)))
+        };
         let c = Config {
             hsm_pin_file: at(&file.hsm.pin_file, "hsm.pin"),
+            hsm_so_pin_file,
             softhsm_conf,
             tls_cert: data_dir.join("tls/server.crt"),
             tls_key: data_dir.join("tls/server.key"),

@@ -16,12 +16,12 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::app::{self, io_err, AppError};
 use crate::audit::{self, Actor, AuditEvent, NewEvent};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, KeyStorage};
 use crate::fsutil;
 use crate::hsm::{softhsm, Custody, EcUsage, Hsm, HsmMetrics, KeyId};
 use crate::pki::{self, names, CertInfo, CertSpec, LoadedCert, PkiSettings};
 use crate::states::{CertStatus, Role};
-use crate::store::{certs, clients, keys, Store};
+use crate::store::{certs, clients, keys, wrapped, Store};
 
 /// `tmcs init` renews server and bootstrap-client certificates this close to
 /// their notAfter (the CA certificates are long-lived and renewed by hand).
@@ -134,10 +134,31 @@ pub fn init(cfg: &Config, clock: &dyn Clock) -> Result<InitReport, AppError> {
     for m in store.migrate()? {
         report.created.push(format!("database migration {m}"));
     }
+    // The KEK needs an SO session, so it comes before the user login.
+    if cfg.file.hsm.key_storage == KeyStorage::Wrapped
+        && store.read(wrapped::current_kek)?.is_none()
+    {
+        let so_pin = crate::keyring::so_pin(cfg)?;
+        let k = crate::keyring::create_kek(cfg, &store, clock, &so_pin)?;
+        report.created.push(format!(
+            "HSM key-encryption key v{} (AES-256, trusted, wrap/unwrap only)",
+            k.version
+        ));
+    }
     let hsm = Hsm::open(
         &app::hsm_settings(cfg, pin),
         HsmMetrics::new().map_err(|e| AppError::Setup(e.to_string()))?,
     )?;
+    for k in store.read(wrapped::all_keks)? {
+        let id = KeyId::from_hex(&k.key_id)?;
+        if !hsm.key_exists(&id)? {
+            return Err(AppError::Setup(format!(
+                "key-encryption key v{} ({id}) is recorded in the database but missing from token {:?}; \
+                 the keys wrapped under it cannot be used",
+                k.version, cfg.file.hsm.token_label
+            )));
+        }
+    }
     bootstrap(cfg, clock, store, Arc::new(hsm), report)
 }
 

@@ -17,6 +17,7 @@ pub mod hsm;
 pub mod ims;
 pub mod init;
 pub mod keycache;
+pub mod keyring;
 pub mod party;
 pub mod pki;
 pub mod problem;

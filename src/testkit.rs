@@ -91,6 +91,19 @@ impl Kit {
             crate::init::InitReport::default(),
         )
         .unwrap();
+        let kek = soft.generate_kek().unwrap();
+        store
+            .write(|c| {
+                crate::store::wrapped::insert_kek(
+                    c,
+                    &crate::store::wrapped::KekRow {
+                        version: 1,
+                        key_id: kek.to_hex(),
+                        created_at: 0,
+                    },
+                )
+            })
+            .unwrap();
         let shared: SharedClock = clock.clone();
         let svc = Services::build(&cfg, shared, store, soft.clone()).unwrap();
         let merchant = party_key(&svc, MERCHANT, "merchant");

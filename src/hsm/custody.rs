@@ -17,6 +17,18 @@ pub trait Custody: Send + Sync + std::fmt::Debug {
         self.sign_digest(key, &openssl::sha::sha256(msg))
     }
 
+    /// ECDSA P-256 over a SHA-256 digest with the key wrapped in `blob`
+    /// under the key-encryption key `kek`, DER encoded.
+    fn sign_wrapped(&self, kek: &KeyId, blob: &[u8], digest: &[u8; 32])
+        -> Result<Vec<u8>, HsmError>;
+
+    /// A new P-256 signing key, returned wrapped under `kek` (nothing of it
+    /// stays in the custodian).
+    fn generate_wrapped_p256(&self, kek: &KeyId) -> Result<(GeneratedKey, Vec<u8>), HsmError>;
+
+    /// The key wrapped in `blob` under `from`, wrapped under `to` instead.
+    fn rewrap(&self, from: &KeyId, to: &KeyId, blob: &[u8]) -> Result<Vec<u8>, HsmError>;
+
     /// HMAC-SHA256 with the secret key `key`.
     fn hmac_sha256(&self, key: &KeyId, data: &[u8]) -> Result<[u8; 32], HsmError>;
 
@@ -46,6 +58,20 @@ pub trait Custody: Send + Sync + std::fmt::Debug {
 impl Custody for Hsm {
     fn sign_digest(&self, key: &KeyId, digest: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
         Hsm::sign_digest(self, key, digest)
+    }
+    fn sign_wrapped(
+        &self,
+        kek: &KeyId,
+        blob: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>, HsmError> {
+        Hsm::sign_wrapped(self, kek, blob, digest)
+    }
+    fn generate_wrapped_p256(&self, kek: &KeyId) -> Result<(GeneratedKey, Vec<u8>), HsmError> {
+        Hsm::generate_wrapped_p256(self, kek)
+    }
+    fn rewrap(&self, from: &KeyId, to: &KeyId, blob: &[u8]) -> Result<Vec<u8>, HsmError> {
+        Hsm::rewrap(self, from, to, blob)
     }
     fn hmac_sha256(&self, key: &KeyId, data: &[u8]) -> Result<[u8; 32], HsmError> {
         Hsm::hmac_sha256(self, key, data)

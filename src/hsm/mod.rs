@@ -6,7 +6,8 @@
 //! * key handles cached by `CKA_ID`, forgotten whenever the pool is rebuilt;
 //! * recovery by itself when a session or the login is lost, counted in
 //!   `tmcs_hsm_recoveries_total`;
-//! * one file per operation family: [`keygen`], [`sign`], [`derive`], [`mac`].
+//! * one file per operation family: [`keygen`], [`sign`], [`derive`], [`mac`],
+//!   [`wrap`] (subscriber keys wrapped under a trusted KEK).
 //!
 //! Every method blocks; callers run them off the async executor.
 
@@ -19,6 +20,7 @@ mod mac;
 mod metrics;
 mod pool;
 mod sign;
+mod wrap;
 #[cfg(test)]
 pub mod soft;
 pub mod softhsm;
@@ -36,6 +38,7 @@ pub use error::HsmError;
 pub use keygen::{EcUsage, GeneratedKey};
 pub use metrics::HsmMetrics;
 pub use pool::Lease;
+pub use wrap::{create_trusted_kek, ExportProbe};
 
 use pool::Pool;
 

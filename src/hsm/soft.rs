@@ -19,6 +19,8 @@ use super::{spki_from_point, Custody, EcUsage, GeneratedKey, HsmError, KeyId};
 enum SoftKey {
     Ec { key: EcKey<Private>, usage: EcUsage },
     Hmac(Zeroizing<Vec<u8>>),
+    /// An AES-256 key-encryption key.
+    Kek(Zeroizing<Vec<u8>>),
 }
 
 #[derive(Default)]
@@ -59,6 +61,71 @@ impl SoftCustody {
         f(k)
     }
 
+    /// A key-encryption key (what `tmcs init` makes in the token).
+    pub fn generate_kek(&self) -> Result<KeyId, HsmError> {
+        let mut secret = Zeroizing::new(vec![0u8; 32]);
+        openssl::rand::rand_bytes(&mut secret).map_err(ossl)?;
+        let id = KeyId::random()?;
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), SoftKey::Kek(secret));
+        Ok(id)
+    }
+
+    fn kek(&self, id: &KeyId) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        self.with_key(id, |k| match k {
+            SoftKey::Kek(s) => Ok(s.clone()),
+            _ => Err(HsmError::KeyRefused("not a key-encryption key")),
+        })
+    }
+
+    /// AES-256-GCM of the PKCS#8 key: nonce ‖ ciphertext ‖ tag.
+    fn wrap(&self, kek: &KeyId, key: &EcKey<Private>) -> Result<Vec<u8>, HsmError> {
+        let secret = self.kek(kek)?;
+        let der = Zeroizing::new(
+            PKey::from_ec_key(key.clone())
+                .and_then(|p| p.private_key_to_pkcs8())
+                .map_err(ossl)?,
+        );
+        let mut nonce = [0u8; 12];
+        openssl::rand::rand_bytes(&mut nonce).map_err(ossl)?;
+        let mut tag = [0u8; 16];
+        let ct = openssl::symm::encrypt_aead(
+            openssl::symm::Cipher::aes_256_gcm(),
+            &secret,
+            Some(&nonce),
+            &[],
+            &der,
+            &mut tag,
+        )
+        .map_err(ossl)?;
+        Ok([&nonce[..], &ct, &tag].concat())
+    }
+
+    fn unwrap(&self, kek: &KeyId, blob: &[u8]) -> Result<EcKey<Private>, HsmError> {
+        let secret = self.kek(kek)?;
+        if blob.len() < 28 {
+            return Err(HsmError::BadInput("wrapped key too short"));
+        }
+        let (nonce, rest) = blob.split_at(12);
+        let (ct, tag) = rest.split_at(rest.len() - 16);
+        let der = Zeroizing::new(
+            openssl::symm::decrypt_aead(
+                openssl::symm::Cipher::aes_256_gcm(),
+                &secret,
+                Some(nonce),
+                &[],
+                ct,
+                tag,
+            )
+            .map_err(|_| HsmError::BadInput("wrapped key does not unwrap"))?,
+        );
+        PKey::private_key_from_pkcs8(&der)
+            .and_then(|p| p.ec_key())
+            .map_err(ossl)
+    }
+
     fn ec_key(&self, id: &KeyId, usage: EcUsage) -> Result<EcKey<Private>, HsmError> {
         self.with_key(id, |k| match k {
             SoftKey::Ec { key, usage: u } if *u == usage => Ok(key.clone()),
@@ -75,10 +142,46 @@ impl Custody for SoftCustody {
         sig.to_der().map_err(ossl)
     }
 
+    fn sign_wrapped(
+        &self,
+        kek: &KeyId,
+        blob: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>, HsmError> {
+        let k = self.unwrap(kek, blob)?;
+        let sig = EcdsaSig::sign(digest, &k).map_err(ossl)?;
+        self.signatures.fetch_add(1, Ordering::SeqCst);
+        sig.to_der().map_err(ossl)
+    }
+
+    fn generate_wrapped_p256(&self, kek: &KeyId) -> Result<(GeneratedKey, Vec<u8>), HsmError> {
+        let g = group()?;
+        let key = EcKey::generate(&g).map_err(ossl)?;
+        let mut ctx = BigNumContext::new().map_err(ossl)?;
+        let point = key
+            .public_key()
+            .to_bytes(&g, PointConversionForm::UNCOMPRESSED, &mut ctx)
+            .map_err(ossl)?;
+        let blob = self.wrap(kek, &key)?;
+        Ok((
+            GeneratedKey {
+                id: KeyId::random()?,
+                spki: spki_from_point(&point),
+                point,
+            },
+            blob,
+        ))
+    }
+
+    fn rewrap(&self, from: &KeyId, to: &KeyId, blob: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let key = self.unwrap(from, blob)?;
+        self.wrap(to, &key)
+    }
+
     fn hmac_sha256(&self, key: &KeyId, data: &[u8]) -> Result<[u8; 32], HsmError> {
         let secret = self.with_key(key, |k| match k {
             SoftKey::Hmac(s) => Ok(s.clone()),
-            SoftKey::Ec { .. } => Err(HsmError::KeyRefused("not an HMAC key")),
+            _ => Err(HsmError::KeyRefused("not an HMAC key")),
         })?;
         let pkey = PKey::hmac(&secret).map_err(ossl)?;
         let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey)
@@ -143,7 +246,7 @@ impl Custody for SoftCustody {
                     .to_bytes(&g, PointConversionForm::UNCOMPRESSED, &mut ctx)
                     .map_err(ossl)
             }
-            SoftKey::Hmac(_) => Err(HsmError::KeyRefused("not an EC key")),
+            _ => Err(HsmError::KeyRefused("not an EC key")),
         })
     }
 

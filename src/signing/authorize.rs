@@ -22,7 +22,7 @@ use super::{b64, b64url, parse_stored, subject};
 use crate::app::Services;
 use crate::audit::{self, Actor, AuditEvent, Channel, NewEvent, PinDuring};
 use crate::error::{internal, reject, DomainError, DomainResult, Problem};
-use crate::hsm::KeyId;
+use crate::subscriber::keys::SignerKey;
 use crate::ims::Tier;
 use crate::states::{RequestStatus, SubscriberState};
 use crate::store::requests::{self, Effects, RequestRow};
@@ -139,7 +139,7 @@ pub fn authorize_gateway(
 /// What the authorisation transaction decided.
 enum Gate {
     /// Claimed: sign with this key; the certificate's serial.
-    Claimed { key: KeyId, serial: String },
+    Claimed { key: SignerKey, serial: String },
     /// A committed refusal (a wrong PIN counts).
     Refused(DomainError),
     /// The PIN was changed since the salt was read: hash again with this one.
@@ -258,7 +258,7 @@ fn sign_once(
             row.id
         )));
     }
-    let sig = match svc.custody.sign_digest(&key, &digest) {
+    let sig = match crate::subscriber::keys::sign(svc, &key, &digest) {
         Ok(sig) => sig,
         Err(e) => {
             fail_claimed(svc, &row.id, "hsm.unavailable")?;

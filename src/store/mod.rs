@@ -21,6 +21,7 @@ pub mod requests;
 pub mod revocation;
 pub mod schema;
 pub mod subscribers;
+pub mod wrapped;
 
 use std::time::Duration;
 

@@ -78,6 +78,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    keks (version) {
+        version -> Integer,
+        key_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    wrapped_keys (key_id) {
+        key_id -> Text,
+        kek_version -> Integer,
+        wrapped -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     instruments,
     deliveries,

@@ -97,3 +97,15 @@ pub fn save(conn: &mut DbConn, row: &Locked<SubscriberRow>) -> DbResult<()> {
         .execute(conn)?;
     Ok(())
 }
+
+/// Up to `limit` subscribers holding a key, in id order after `after` (a
+/// batch walk that never loads the table whole).
+pub fn with_keys_after(conn: &mut DbConn, after: &str, limit: i64) -> DbResult<Vec<SubscriberRow>> {
+    Ok(subscribers::table
+        .filter(subscribers::id.gt(after))
+        .filter(subscribers::key_id.is_not_null())
+        .order(subscribers::id)
+        .limit(limit)
+        .select(SubscriberRow::as_select())
+        .load(conn)?)
+}

@@ -33,7 +33,6 @@ use super::{activation_hash, pinblock, require_msisdn, subject, SubscriberState}
 use crate::app::Services;
 use crate::audit::{self, Actor, AuditEvent, BlockedBy, NewEvent};
 use crate::error::{internal, reject, reject_with_attempts, DomainError, DomainResult, Problem};
-use crate::hsm::GeneratedKey;
 use crate::pki::CertInfo;
 use crate::states::CertStatus;
 use crate::store::certs;
@@ -424,7 +423,7 @@ fn complete(
 ) -> DomainResult<Activated> {
     let actor = Actor::Subscriber(s.id.clone());
     // A key made inside the transaction, to destroy if it does not commit.
-    let mut fresh: Option<(GeneratedKey, CertInfo)> = None;
+    let mut fresh: Option<(super::keys::NewKey, CertInfo)> = None;
     let result = svc.store.write(|c| -> DomainResult<(String, String)> {
         let Some(mut cur) = subscribers::lock_by_id(c, &s.id)? else {
             return Err(internal("the subscriber vanished during activation"));
@@ -442,11 +441,11 @@ fn complete(
             None => false,
         };
         if !keep_current {
-            fresh = Some(new_key_and_cert(svc, &cur, now)?);
+            fresh = Some(new_key_and_cert(svc, c, &cur, now)?);
         }
         if let Some((key, cert)) = &fresh {
             events.extend(record_new_cert(c, &actor, &cur, key, cert, now)?);
-            cur.key_id = Some(key.id.to_hex());
+            cur.key_id = Some(key.id().to_hex());
             cur.cert_serial = Some(cert.serial_hex.clone());
         }
         let serial = cur
@@ -490,7 +489,7 @@ fn complete(
         }),
         Err(e) => {
             if let Some((key, _)) = &fresh {
-                let _ = svc.custody.destroy_key(&key.id);
+                super::keys::discard(svc, key);
             }
             Err(e)
         }

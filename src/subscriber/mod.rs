@@ -16,6 +16,7 @@
 
 pub mod activation;
 pub mod device;
+pub mod keys;
 pub mod pin;
 pub mod pin_change;
 pub mod pinblock;

@@ -4,12 +4,13 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::keys::{self, NewKey};
+use crate::config::KeyStorage;
 use super::{lock_msisdn, require_msisdn, subject, SubscriberState};
 use crate::app::Services;
 use crate::audit::{self, Actor, AuditEvent, NewEvent};
 use crate::clock::rfc3339_seconds;
 use crate::error::{reject, DomainResult, Problem};
-use crate::hsm::{EcUsage, GeneratedKey, KeyId};
 use crate::pki::lifecycle::{self, Transition};
 use crate::pki::{CertInfo, EcPublicKey, Reason};
 use crate::states::CertStatus;
@@ -17,38 +18,31 @@ use crate::store::certs;
 use crate::store::subscribers::{self, SubscriberRow};
 use crate::store::DbConn;
 
-/// Destroys a retired key; a failure is logged (the key can no longer be
-/// used: its certificate is revoked and no row names it).
+/// Destroys a retired key (see [`keys::destroy_best_effort`]).
 pub(crate) fn destroy_key_best_effort(svc: &Services, key_hex: &str) {
-    match KeyId::from_hex(key_hex) {
-        Ok(id) => {
-            if let Err(e) = svc.custody.destroy_key(&id) {
-                tracing::warn!(key = %id, error = %e, "could not destroy a retired subscriber key");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "bad stored key id"),
-    }
+    keys::destroy_best_effort(svc, key_hex);
 }
 
-/// A new subscriber key in the HSM and its certificate (outside any transaction).
+/// A new subscriber key (as `hsm.key_storage` says) and its certificate.
+/// `conn` only reads the current KEK; the HSM and CA work is not in a
+/// transaction unless the caller's is.
 pub(crate) fn new_key_and_cert(
     svc: &Services,
+    conn: &mut DbConn,
     s: &SubscriberRow,
     now: OffsetDateTime,
-) -> DomainResult<(GeneratedKey, CertInfo)> {
-    let key = svc
-        .custody
-        .generate_ec_p256("tmcs:subscriber", EcUsage::Sign)?;
+) -> DomainResult<(NewKey, CertInfo)> {
+    let key = keys::generate(svc, conn)?;
     match svc.pki.issue(
         "subscriber",
         &s.pseudonym,
         vec![],
-        &EcPublicKey(key.point.clone()),
+        &EcPublicKey(key.key.point.clone()),
         now,
     ) {
         Ok(cert) => Ok((key, cert)),
         Err(e) => {
-            let _ = svc.custody.destroy_key(&key.id);
+            keys::discard(svc, &key);
             Err(e.into())
         }
     }
@@ -60,18 +54,19 @@ pub(crate) fn record_new_cert(
     c: &mut DbConn,
     actor: &Actor,
     s: &SubscriberRow,
-    key: &GeneratedKey,
+    key: &NewKey,
     cert: &CertInfo,
     now: OffsetDateTime,
 ) -> DomainResult<Vec<NewEvent>> {
     let owner = subject(&s.id);
+    keys::record(c, key, now.unix_timestamp())?;
     certs::insert(
         c,
         &cert.to_row(
             "issuing",
             "subscriber",
             Some(&owner),
-            Some(&key.id.to_hex()),
+            Some(&key.id().to_hex()),
             CertStatus::Active,
             now,
         ),
@@ -83,10 +78,14 @@ pub(crate) fn record_new_cert(
             serial.clone(),
             AuditEvent::SubscriberKeyGenerated {
                 subscriber: owner.clone(),
-                key_id: key.id.to_hex(),
+                key_id: key.id().to_hex(),
                 algorithm: "ecdsa-p256",
                 sensitive: true,
-                extractable: false,
+                // A wrapped key is extractable only as a wrap under a
+                // trusted KEK (CKA_WRAP_WITH_TRUSTED).
+                extractable: key.storage() == KeyStorage::Wrapped,
+                storage: key.storage().as_str(),
+                kek_version: key.kek_version(),
             },
         ),
         NewEvent::of(
@@ -120,6 +119,27 @@ pub struct Renewed {
 /// it is read in the transaction, so a renewal never writes back a PIN
 /// counter or state that changed meanwhile.
 pub fn renew(svc: &Services, actor: &Actor, msisdn: &str) -> DomainResult<Renewed> {
+    renew_checked(svc, actor, msisdn, None)
+}
+
+/// `tmcs hsm migrate-keys` for one subscriber: its token key `old_key`
+/// replaced by a new key as `hsm.key_storage` says (wrapped), with a
+/// renewed certificate. False when the subscriber is not active or its key
+/// changed meanwhile (nothing done).
+pub(crate) fn migrate(svc: &Services, msisdn: &str, old_key: &str) -> DomainResult<bool> {
+    match renew_checked(svc, &Actor::System, msisdn, Some(old_key)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.problem() == Some(Problem::SubscriberNotActive) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn renew_checked(
+    svc: &Services,
+    actor: &Actor,
+    msisdn: &str,
+    migrating: Option<&str>,
+) -> DomainResult<Renewed> {
     require_msisdn(msisdn)?;
     let not_active = || {
         reject(
@@ -133,7 +153,7 @@ pub fn renew(svc: &Services, actor: &Actor, msisdn: &str) -> DomainResult<Renewe
         return Err(not_active());
     }
     // The HSM and the CA work happen outside the transaction.
-    let (key, cert) = new_key_and_cert(svc, &s, now)?;
+    let (key, cert) = svc.store.read(|c| new_key_and_cert(svc, c, &s, now))?;
     let result = svc.store.write(|c| -> DomainResult<Option<String>> {
         let mut cur = lock_msisdn(c, msisdn)?;
         if cur.state != SubscriberState::Active {
@@ -145,8 +165,26 @@ pub fn renew(svc: &Services, actor: &Actor, msisdn: &str) -> DomainResult<Renewe
                 "the subscriber changed meanwhile; try again",
             ));
         }
+        if migrating.is_some() && cur.key_id.as_deref() != migrating {
+            return Err(reject(
+                Problem::SubscriberNotActive,
+                "the subscriber's key changed meanwhile",
+            ));
+        }
         let mut events = record_new_cert(c, actor, &cur, &key, &cert, now)?;
         let old_key = cur.key_id.clone();
+        if let Some(old) = migrating {
+            events.push(NewEvent::of(
+                actor,
+                subject(&cur.id),
+                AuditEvent::KeyMigrated {
+                    subscriber: subject(&cur.id),
+                    old_key_id: old.to_string(),
+                    new_key_id: key.id().to_hex(),
+                    new_certificate: cert.serial_hex.clone(),
+                },
+            ));
+        }
         if let Some(old) = cur.cert_serial.clone() {
             let revoked = certs::get(c, &old)?.is_some_and(|r| r.status == CertStatus::Revoked);
             if !revoked {
@@ -169,7 +207,7 @@ pub fn renew(svc: &Services, actor: &Actor, msisdn: &str) -> DomainResult<Renewe
                 },
             ));
         }
-        cur.key_id = Some(key.id.to_hex());
+        cur.key_id = Some(key.id().to_hex());
         cur.cert_serial = Some(cert.serial_hex.clone());
         cur.updated_at = now.unix_timestamp();
         subscribers::save(c, &cur)?;
@@ -188,7 +226,7 @@ pub fn renew(svc: &Services, actor: &Actor, msisdn: &str) -> DomainResult<Renewe
             })
         }
         Err(e) => {
-            let _ = svc.custody.destroy_key(&key.id);
+            keys::discard(svc, &key);
             Err(e)
         }
     }

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 
 use super::SubscriberState;
 use crate::error::{reject, DomainResult, Problem};
-use crate::hsm::KeyId;
+use super::keys::SignerKey;
 use crate::pki::lifecycle;
 use crate::store::certs::{self, CertRow};
 use crate::store::subscribers::{self, SubscriberRow};
@@ -42,7 +42,7 @@ pub struct ActiveSigner {
     pub subscriber: Locked<SubscriberRow>,
     pub salt: Vec<u8>,
     pub verifier: Vec<u8>,
-    pub key: KeyId,
+    pub key: SignerKey,
     pub certificate: CertRow,
 }
 
@@ -87,7 +87,7 @@ pub fn lock_signer(
             "the subscriber has no signing key",
         ));
     };
-    let key = KeyId::from_hex(key)?;
+    let key = super::keys::load(conn, key)?;
     let certificate = certs::get(conn, serial)?.ok_or_else(|| {
         reject(
             Problem::CertificateNotFound,

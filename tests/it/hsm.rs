@@ -291,3 +291,112 @@ fn exhausted_pool_times_out_instead_of_hanging() {
     drop(lease);
     assert!(short.sign_sha256(&k.id, b"x").is_ok());
 }
+
+/// A fresh token with `keks` trusted KEKs (made in SO sessions before the
+/// user logs in, as `tmcs init` does) and a logged-in handle to it.
+fn token_with_keks(keks: usize) -> (Hsm, Vec<KeyId>, String) {
+    let label = unique("w-");
+    let conf = softhsm_conf();
+    let so = SecretString::from("so-pin-1234".to_string());
+    tmcs::hsm::softhsm::ensure_token(
+        MODULE,
+        Some(&conf),
+        &label,
+        &so,
+        &SecretString::from("user-pin-1234".to_string()),
+    )
+    .unwrap();
+    let ids = (0..keks)
+        .map(|i| {
+            tmcs::hsm::create_trusted_kek(MODULE, Some(&conf), &label, &so, &format!("kek-{i}"))
+                .unwrap()
+        })
+        .collect();
+    let hsm = Hsm::open(
+        &settings(&label, "user-pin-1234", 2),
+        HsmMetrics::new().unwrap(),
+    )
+    .unwrap();
+    (hsm, ids, label)
+}
+
+#[test]
+fn the_kek_is_trusted_sensitive_and_never_extractable() {
+    let (hsm, keks, _) = token_with_keks(1);
+    assert!(hsm.is_trusted(&keks[0]).unwrap());
+    let a = hsm.key_attributes(&keks[0]).unwrap();
+    assert!(a.token && a.sensitive && a.never_extractable && !a.extractable);
+    // A KEK can only be made by the SO: the user's session cannot set CKA_TRUSTED.
+    let err = tmcs::hsm::create_trusted_kek(
+        MODULE,
+        Some(&softhsm_conf()),
+        hsm.token_label(),
+        &SecretString::from("so-pin-1234".to_string()),
+        "second",
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("Another") || format!("{err}").contains("login"),
+        "an SO login while the user is logged in must fail: {err:?}"
+    );
+}
+
+#[test]
+fn a_wrapped_key_signs_and_leaves_nothing_in_the_token() {
+    let (hsm, keks, _) = token_with_keks(1);
+    let (k, blob) = hsm.generate_wrapped_p256(&keks[0]).unwrap();
+    // The blob is the wrapped PKCS#8 key, not the key: no object has its id.
+    assert!(!hsm.key_exists(&k.id).unwrap());
+    assert!(blob.len() >= 64, "wrapped key of {} bytes", blob.len());
+    let msg = b"tmcs wrapped signature";
+    let sig = hsm
+        .sign_wrapped(&keks[0], &blob, &openssl::sha::sha256(msg))
+        .unwrap();
+    assert!(verify(&k.spki, msg, &sig));
+    // Signing again works: the unwrapped session object was destroyed, not kept.
+    let sig2 = hsm
+        .sign_wrapped(&keks[0], &blob, &openssl::sha::sha256(msg))
+        .unwrap();
+    assert!(verify(&k.spki, msg, &sig2));
+    // A changed blob does not unwrap (AES key wrap carries an integrity check).
+    let mut bad = blob.clone();
+    bad[10] ^= 1;
+    assert!(hsm
+        .sign_wrapped(&keks[0], &bad, &openssl::sha::sha256(msg))
+        .is_err());
+}
+
+#[test]
+fn softhsm_refuses_to_wrap_a_subscriber_key_under_an_untrusted_key_or_export_it() {
+    let (hsm, keks, _) = token_with_keks(1);
+    let (_, blob) = hsm.generate_wrapped_p256(&keks[0]).unwrap();
+    let probe = hsm.export_probe(&keks[0], &blob).unwrap();
+    let refused = probe
+        .untrusted_wrap
+        .expect_err("wrapping under an untrusted key must be refused");
+    assert!(
+        refused.contains("KeyNotWrappable"),
+        "refused for the wrong reason: {refused}"
+    );
+    assert_eq!(
+        probe.clear_value_len, None,
+        "the token handed out CKA_VALUE of a subscriber key"
+    );
+}
+
+#[test]
+fn rewrap_moves_a_key_to_another_kek_and_the_old_blob_needs_the_old_kek() {
+    let (hsm, keks, _) = token_with_keks(2);
+    let (k, old) = hsm.generate_wrapped_p256(&keks[0]).unwrap();
+    let new = hsm.rewrap(&keks[0], &keks[1], &old).unwrap();
+    assert_ne!(old, new);
+    let d = openssl::sha::sha256(b"m");
+    assert!(verify(
+        &k.spki,
+        b"m",
+        &hsm.sign_wrapped(&keks[1], &new, &d).unwrap()
+    ));
+    // Each blob opens only under its own KEK.
+    assert!(hsm.sign_wrapped(&keks[0], &new, &d).is_err());
+    assert!(hsm.sign_wrapped(&keks[1], &old, &d).is_err());
+}

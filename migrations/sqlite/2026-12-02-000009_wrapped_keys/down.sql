@@ -1,0 +1,2 @@
+DROP TABLE wrapped_keys;
+DROP TABLE keks;
