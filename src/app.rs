@@ -179,9 +179,7 @@ impl Services {
         let relay = crate::relay::Relay::new(relay).map_err(|e| AppError::Setup(e.to_string()))?;
         let key_storage = cfg.file.hsm.key_storage;
         if key_storage == crate::config::KeyStorage::Wrapped
-            && store
-                .read(crate::store::wrapped::current_kek)?
-                .is_none()
+            && store.read(crate::store::wrapped::current_kek)?.is_none()
         {
             return Err(AppError::Setup(
                 "hsm.key_storage is \"wrapped\" but the database records no key-encryption key; \

@@ -393,10 +393,7 @@ fn hsm_command(cfg: Config, clock: SharedClock, command: HsmCommand) -> Result<(
                     ))
                 })
                 .map_err(AppError::from)?;
-            println!(
-                "key storage: {}",
-                app.cfg.file.hsm.key_storage.as_str()
-            );
+            println!("key storage: {}", app.cfg.file.hsm.key_storage.as_str());
             for k in keks {
                 let n = counts
                     .iter()

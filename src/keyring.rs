@@ -48,7 +48,9 @@ pub fn create_kek(
     clock: &dyn Clock,
     so_pin: &SecretString,
 ) -> Result<KekRow, AppError> {
-    let version = store.read(wrapped::current_kek)?.map_or(1, |k| k.version + 1);
+    let version = store
+        .read(wrapped::current_kek)?
+        .map_or(1, |k| k.version + 1);
     let id = hsm::create_trusted_kek(
         &cfg.file.hsm.module,
         cfg.softhsm_conf.as_deref(),

@@ -322,7 +322,10 @@ pub enum AuditEvent {
         last_key: String,
     },
     /// A KEK rotation finished: no key is under an older version.
-    KekRotated { version: i32, keys_rewrapped: u64 },
+    KekRotated {
+        version: i32,
+        keys_rewrapped: u64,
+    },
     /// `tmcs hsm migrate-keys`: a token key replaced by a wrapped one (the
     /// certificate renewed; a never-extractable key cannot be wrapped).
     KeyMigrated {

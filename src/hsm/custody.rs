@@ -19,8 +19,12 @@ pub trait Custody: Send + Sync + std::fmt::Debug {
 
     /// ECDSA P-256 over a SHA-256 digest with the key wrapped in `blob`
     /// under the key-encryption key `kek`, DER encoded.
-    fn sign_wrapped(&self, kek: &KeyId, blob: &[u8], digest: &[u8; 32])
-        -> Result<Vec<u8>, HsmError>;
+    fn sign_wrapped(
+        &self,
+        kek: &KeyId,
+        blob: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>, HsmError>;
 
     /// A new P-256 signing key, returned wrapped under `kek` (nothing of it
     /// stays in the custodian).

@@ -20,10 +20,10 @@ mod mac;
 mod metrics;
 mod pool;
 mod sign;
-mod wrap;
 #[cfg(test)]
 pub mod soft;
 pub mod softhsm;
+mod wrap;
 
 use std::path::PathBuf;
 use std::sync::Arc;

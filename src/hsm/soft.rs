@@ -17,7 +17,10 @@ use zeroize::Zeroizing;
 use super::{spki_from_point, Custody, EcUsage, GeneratedKey, HsmError, KeyId};
 
 enum SoftKey {
-    Ec { key: EcKey<Private>, usage: EcUsage },
+    Ec {
+        key: EcKey<Private>,
+        usage: EcUsage,
+    },
     Hmac(Zeroizing<Vec<u8>>),
     /// An AES-256 key-encryption key.
     Kek(Zeroizing<Vec<u8>>),

@@ -166,11 +166,10 @@ impl Hsm {
         let (point, blob) = self.pool.run("ec_generate_wrapped", |lease| {
             let kek_h = lease.handle(kek, ObjectClass::SECRET_KEY)?;
             let mut scratch = Scratch::new(lease)?;
-            let (pub_h, priv_h) = scratch.session.generate_key_pair(
-                &Mechanism::EccKeyPairGen,
-                &public,
-                &private,
-            )?;
+            let (pub_h, priv_h) =
+                scratch
+                    .session
+                    .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
             scratch.keep(pub_h);
             scratch.keep(priv_h);
             let mut point = None;
@@ -182,9 +181,8 @@ impl Hsm {
                     point = Some(unwrap_ec_point(&p)?);
                 }
             }
-            let point = point.ok_or_else(|| {
-                HsmError::Unexpected("generated key has no CKA_EC_POINT".into())
-            })?;
+            let point = point
+                .ok_or_else(|| HsmError::Unexpected("generated key has no CKA_EC_POINT".into()))?;
             let blob = scratch
                 .session
                 .wrap_key(&Mechanism::AesKeyWrapPad, kek_h, priv_h)?;

@@ -31,7 +31,10 @@ impl std::fmt::Debug for WrappedRow {
         f.debug_struct("WrappedRow")
             .field("key_id", &self.key_id)
             .field("kek_version", &self.kek_version)
-            .field("wrapped", &format_args!("[{} hex chars]", self.wrapped.len()))
+            .field(
+                "wrapped",
+                &format_args!("[{} hex chars]", self.wrapped.len()),
+            )
             .finish_non_exhaustive()
     }
 }

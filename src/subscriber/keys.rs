@@ -69,7 +69,9 @@ impl NewKey {
 /// The KEK new keys are wrapped under, or an error naming the fix.
 pub fn current_kek(conn: &mut DbConn) -> DomainResult<(i32, KeyId)> {
     let row = wrapped::current_kek(conn)?.ok_or_else(|| {
-        internal("hsm.key_storage is \"wrapped\" but there is no key-encryption key: run `tmcs init`")
+        internal(
+            "hsm.key_storage is \"wrapped\" but there is no key-encryption key: run `tmcs init`",
+        )
     })?;
     Ok((row.version, KeyId::from_hex(&row.key_id)?))
 }

@@ -5,11 +5,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::keys::{self, NewKey};
-use crate::config::KeyStorage;
 use super::{lock_msisdn, require_msisdn, subject, SubscriberState};
 use crate::app::Services;
 use crate::audit::{self, Actor, AuditEvent, NewEvent};
 use crate::clock::rfc3339_seconds;
+use crate::config::KeyStorage;
 use crate::error::{reject, DomainResult, Problem};
 use crate::pki::lifecycle::{self, Transition};
 use crate::pki::{CertInfo, EcPublicKey, Reason};

@@ -19,9 +19,9 @@
 
 use time::OffsetDateTime;
 
+use super::keys::SignerKey;
 use super::SubscriberState;
 use crate::error::{reject, DomainResult, Problem};
-use super::keys::SignerKey;
 use crate::pki::lifecycle;
 use crate::store::certs::{self, CertRow};
 use crate::store::subscribers::{self, SubscriberRow};
