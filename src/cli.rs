@@ -118,6 +118,11 @@ pub struct BenchArgs {
     /// Length of the crypto-floor loop.
     #[arg(long, default_value_t = 8)]
     pub floor_seconds: u64,
+    /// With `--scenario signing`: first seed this many active subscribers
+    /// (real wrapped keys and certificates, in batches), then draw every
+    /// payment's payer at random from them; prints the `population` line.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub population: usize,
 }
 
 impl ToolCommand {
@@ -141,6 +146,8 @@ impl ToolCommand {
                 a.handsets.to_string(),
                 "--floor-seconds".into(),
                 a.floor_seconds.to_string(),
+                "--population".into(),
+                a.population.to_string(),
             ],
         }
     }

@@ -85,6 +85,20 @@ impl Handset {
         })
     }
 
+    /// A handset whose device key is `device` (a P-256 key the caller
+    /// keeps or derives, e.g. a benchmark's payers drawn from a large population).
+    pub fn with_device_key(
+        msisdn: &str,
+        transport_pem: &[u8],
+        device: EcKey<Private>,
+    ) -> Result<Handset> {
+        Ok(Handset {
+            msisdn: msisdn.to_string(),
+            device: PKey::from_ec_key(device)?,
+            transport_point: point_of_cert_pem(transport_pem)?,
+        })
+    }
+
     pub fn device_spki_b64(&self) -> Result<String> {
         Ok(base64::engine::general_purpose::STANDARD.encode(self.device.public_key_to_der()?))
     }

@@ -1,7 +1,6 @@
 //! The bounded session pool, the anchor login, the key-handle cache and
 //! recovery after a lost session or login.
 
-use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -53,10 +52,17 @@ struct State {
     anchor: Option<Session>,
 }
 
+/// Object handles by (`CKA_ID`, class), valid for one pool generation.
+/// Bounded (quick_cache, S3-FIFO eviction): with wrapped subscriber keys
+/// the token holds a handful of keys; with token keys an evicted handle is
+/// simply found again.
 struct HandleCache {
     generation: u64,
-    map: HashMap<(Vec<u8>, u8), ObjectHandle>,
+    map: quick_cache::unsync::Cache<(Vec<u8>, u8), ObjectHandle>,
 }
+
+/// Handles kept at most (server keys, KEKs, the hottest token keys).
+pub(crate) const HANDLE_CACHE_CAPACITY: usize = 4_096;
 
 pub(crate) struct Pool {
     ctx: Pkcs11,
@@ -119,7 +125,7 @@ impl Pool {
             available: Condvar::new(),
             handles: Mutex::new(HandleCache {
                 generation: 0,
-                map: HashMap::new(),
+                map: quick_cache::unsync::Cache::new(HANDLE_CACHE_CAPACITY),
             }),
             metrics,
         })

@@ -18,7 +18,7 @@ use super::cert::normalize_serial;
 use super::{signing_error, Pki, PkiError, Reason};
 use crate::store::certs::{self, CertRow};
 use crate::store::revocation::{self, CrlRow};
-use crate::store::Store;
+use crate::store::{DbConn, Store};
 
 /// The CA whose CRL this is (value of `certificates.issuer`).
 pub const ISSUER: &str = "issuing";
@@ -97,27 +97,51 @@ pub(crate) fn serial_bytes(serial: &str) -> Result<Vec<u8>, PkiError> {
         .ok_or_else(|| PkiError::Invalid(format!("stored serial {serial:?} is not hex")))
 }
 
-/// A DER CRL v2 of the issuing CA listing `listed` (rows of
-/// [`certs::listed_on_crl`]), signed by the issuing CA key in the HSM.
+/// The CRL entry of a listed certificate (revoked or on hold), or `None`.
+pub fn crl_entry(row: &CertRow) -> Result<Option<RevokedCertParams>, PkiError> {
+    let Standing::Revoked { at, reason } = standing(row) else {
+        return Ok(None);
+    };
+    Ok(Some(RevokedCertParams {
+        serial_number: SerialNumber::from_slice(&serial_bytes(&row.serial)?),
+        revocation_time: unix(at)?,
+        reason_code: reason.map(rcgen_reason),
+        invalidity_date: None,
+    }))
+}
+
+/// The entries of every certificate the issuing CA's CRL must list, read
+/// in pages of [`CRL_PAGE`] rows in serial order (memory: the entries, not
+/// the rows).
+pub fn crl_entries(c: &mut DbConn) -> Result<Vec<RevokedCertParams>, PkiError> {
+    let mut entries = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = certs::listed_on_crl(c, ISSUER, &after, CRL_PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.serial.clone();
+        for row in &page {
+            entries.extend(crl_entry(row)?);
+        }
+        if page.len() < CRL_PAGE as usize {
+            break;
+        }
+    }
+    Ok(entries)
+}
+
+/// Rows read per page while a CRL is built.
+pub const CRL_PAGE: i64 = 1_000;
+
+/// A DER CRL v2 of the issuing CA listing `revoked_certs` (from
+/// [`crl_entries`]), signed by the issuing CA key in the HSM.
 pub fn build_crl(
     pki: &Pki,
-    listed: &[CertRow],
+    revoked_certs: Vec<RevokedCertParams>,
     crl_number: i64,
     this_update: OffsetDateTime,
     next_update: OffsetDateTime,
 ) -> Result<Vec<u8>, PkiError> {
-    let mut revoked_certs = Vec::with_capacity(listed.len());
-    for row in listed {
-        let Standing::Revoked { at, reason } = standing(row) else {
-            continue;
-        };
-        revoked_certs.push(RevokedCertParams {
-            serial_number: SerialNumber::from_slice(&serial_bytes(&row.serial)?),
-            revocation_time: unix(at)?,
-            reason_code: reason.map(rcgen_reason),
-            invalidity_date: None,
-        });
-    }
     // rcgen writes the CRL's authority key identifier from the params, not
     // from the issuer: take it from the CA's own subjectKeyIdentifier.
     let ca = X509::from_der(&pki.issuing.info.der)?;
@@ -212,8 +236,9 @@ impl CrlService {
                 }
             }
             let crl_number = revocation::next_crl_number(c)?;
-            let listed = certs::listed_on_crl(c, ISSUER)?;
-            let der = build_crl(pki, &listed, crl_number, now, next_update)?;
+            let listed = crl_entries(c)?;
+            let entries = listed.len();
+            let der = build_crl(pki, listed, crl_number, now, next_update)?;
             revocation::insert_crl(
                 c,
                 &CrlRow {
@@ -224,7 +249,7 @@ impl CrlService {
                     der_b64: base64::engine::general_purpose::STANDARD.encode(&der),
                 },
             )?;
-            tracing::info!(crl_number, epoch, entries = listed.len(), "CRL issued");
+            tracing::info!(crl_number, epoch, entries, "CRL issued");
             Ok(Cached {
                 epoch,
                 crl_number,

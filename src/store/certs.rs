@@ -73,15 +73,23 @@ pub fn by_owner(conn: &mut DbConn, owner: &str) -> DbResult<Vec<CertRow>> {
         .load(conn)?)
 }
 
-/// Certificates of `issuer` that a CRL must list: revoked or on hold.
-pub fn listed_on_crl(conn: &mut DbConn, issuer: &str) -> DbResult<Vec<CertRow>> {
+/// Up to `limit` certificates of `issuer` that a CRL must list (revoked or
+/// on hold), in serial order after `after` (a page of a streamed read).
+pub fn listed_on_crl(
+    conn: &mut DbConn,
+    issuer: &str,
+    after: &str,
+    limit: i64,
+) -> DbResult<Vec<CertRow>> {
     Ok(certificates::table
         .filter(certificates::issuer.eq(issuer))
+        .filter(certificates::serial.gt(after))
         .filter(
             certificates::status
                 .eq_any([CertStatus::Revoked.as_str(), CertStatus::Suspended.as_str()]),
         )
         .order(certificates::serial.asc())
+        .limit(limit)
         .select(CertRow::as_select())
         .load(conn)?)
 }

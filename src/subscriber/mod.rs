@@ -22,6 +22,7 @@ pub mod pin_change;
 pub mod pinblock;
 pub mod registration;
 pub mod renewal;
+pub mod seed;
 pub mod signer;
 
 use time::{Duration, OffsetDateTime};

@@ -28,9 +28,9 @@ pub struct BenchOpts {
     pub floor_seconds: u64,
 }
 
-const PIN: &str = "480263";
+pub(crate) const PIN: &str = "480263";
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -53,7 +53,7 @@ pub fn rss_mb() -> Option<f64> {
     Some(round2(kib / 1024.0))
 }
 
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
@@ -62,13 +62,13 @@ pub fn run(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, De
     system.block_on(run_async(cfg, clock, opts))
 }
 
-struct Shared {
-    base: String,
-    fsp: awc::Client,
-    anon: awc::Client,
-    merchant: Arc<Party>,
-    fsp_party: Arc<Party>,
-    app: App,
+pub(crate) struct Shared {
+    pub(crate) base: String,
+    pub(crate) fsp: awc::Client,
+    pub(crate) anon: awc::Client,
+    pub(crate) merchant: Arc<Party>,
+    pub(crate) fsp_party: Arc<Party>,
+    pub(crate) app: App,
 }
 
 /// One handset's loop: submit → GET → authorise until `deadline`.
@@ -101,7 +101,12 @@ async fn handset_loop(
     }
 }
 
-async fn one_cycle(sh: &Shared, h: &Handset, idx: usize, n: u64) -> Result<(f64, f64), DemoError> {
+pub(crate) async fn one_cycle(
+    sh: &Shared,
+    h: &Handset,
+    idx: usize,
+    n: u64,
+) -> Result<(f64, f64), DemoError> {
     let reference = format!("B-{idx}-{n}-{}", sh.app.svc.clock.now().unix_timestamp());
     let paid = Payment {
         base: &sh.base,

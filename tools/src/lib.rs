@@ -7,5 +7,6 @@ pub mod bench;
 pub mod demo;
 pub mod loadgen;
 pub mod ocsp_bench;
+pub mod population;
 pub mod sim;
 pub mod trip;

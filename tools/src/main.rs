@@ -64,6 +64,15 @@ fn run(c: Cli) -> Result<(), Failure> {
         ToolCommand::Bench(a) if a.scenario == "ocsp" => {
             run_ocsp_bench(c.config.as_deref(), a.seconds)
         }
+        ToolCommand::Bench(a) if a.population > 0 => run_population_bench(
+            c.config.as_deref(),
+            bench::BenchOpts {
+                seconds: a.seconds,
+                handsets: a.handsets,
+                floor_seconds: a.floor_seconds,
+            },
+            a.population,
+        ),
         ToolCommand::Bench(a) if a.scenario == "relay" => run_relay_bench(
             c.config.as_deref(),
             bench::BenchOpts {
@@ -116,6 +125,20 @@ fn run_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failur
     let cfg = local_config(config, dir.path(), &[])?;
     cli::init_logging(&cfg, "error");
     let report = bench::run(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
+    println!("{report}");
+    Ok(())
+}
+
+fn run_population_bench(
+    config: Option<&Path>,
+    opts: bench::BenchOpts,
+    population: usize,
+) -> Result<(), Failure> {
+    let dir = temp_dir()?;
+    let cfg = local_config(config, dir.path(), &[])?;
+    cli::init_logging(&cfg, "error");
+    let report = tmcs_tools::population::run(cfg, demo::system_clock(), opts, population)
+        .map_err(|e| Failure::failed(&e))?;
     println!("{report}");
     Ok(())
 }

@@ -203,3 +203,53 @@ fn rss_stays_bounded_under_signing_load() {
         end - start
     );
 }
+
+/// `tmcs bench --population N` seeds N subscribers through the domain layer
+/// (wrapped keys, certificates) and pays with payers drawn at random from
+/// all of them: every payment succeeds, and the line has the fields the
+/// issue names. (The figures themselves come from `make bench`.)
+#[test]
+fn population_bench_seeds_and_pays_with_random_payers() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(tools_bin());
+    cmd.args([
+        "bench",
+        "--population",
+        "1200",
+        "--seconds",
+        "3",
+        "--handsets",
+        "4",
+    ])
+    .current_dir(d.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TMCS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("TMCS_PIN__ARGON2_MEMORY_KIB", "1024")
+        .env("TMCS_PIN__ARGON2_ITERATIONS", "1");
+    let o = cmd.output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = out.lines().last().expect("one JSON line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["scenario"], "population", "{line}");
+    assert_eq!(v["population"], 1200, "{line}");
+    assert_eq!(v["key_storage"], "wrapped", "{line}");
+    assert_eq!(v["errors"], 0, "{line}");
+    for k in [
+        "authorizations_per_s",
+        "p50_ms",
+        "p99_ms",
+        "rss_mb",
+        "seed_per_s",
+    ] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {line}");
+    }
+    assert_eq!(v["backend"], "sqlite", "{line}");
+}

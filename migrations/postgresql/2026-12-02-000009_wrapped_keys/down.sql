@@ -1,2 +1,3 @@
+DROP INDEX certificates_listed;
 DROP TABLE wrapped_keys;
 DROP TABLE keks;

@@ -1,0 +1,239 @@
+//! `tmcs bench --population N`: seeds N active subscribers through the
+//! domain layer (`tmcs::subscriber::seed`: real keys as `hsm.key_storage`
+//! says, wrapped by default, and real certificates, in batches on every
+//! core), then drives the real HTTPS service with concurrent handsets whose
+//! payer is drawn at random from the whole population for every payment.
+//! A payer's device key is derived from its index, so the load generator
+//! keeps no per-payer state and the process's RSS measures the service.
+//! Prints one JSON line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint};
+use openssl::nid::Nid;
+use openssl::pkey::Private;
+use serde_json::{json, Value};
+
+use crate::bench::{one_cycle, percentile, round2, rss_mb, BenchOpts, Shared, PIN};
+use crate::demo::{fail, party_client, register_party, DemoError};
+use tmcs::clock::SharedClock;
+use tmcs::config::Config;
+use tmcs::subscriber::seed::{seed_batch, Seed, SeedPin};
+use tmcs_client::Handset;
+
+/// Subscribers per seeding transaction.
+const BATCH: usize = 500;
+
+pub fn run(
+    cfg: Config,
+    clock: SharedClock,
+    opts: BenchOpts,
+    population: usize,
+) -> Result<Value, DemoError> {
+    let system = actix_web::rt::System::new();
+    system.block_on(run_async(cfg, clock, opts, population))
+}
+
+/// The payers' numbers: `+49170` and eight digits.
+fn msisdn(i: usize) -> String {
+    format!("+49170{i:08}")
+}
+
+/// Payer `i`'s device key: a P-256 scalar from SHA-256(seed ‖ i).
+fn device_key(seed: &[u8; 32], i: usize) -> Result<EcKey<Private>, DemoError> {
+    let e = |e: openssl::error::ErrorStack| fail(format!("device key: {e}"));
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(e)?;
+    let mut ctx = BigNumContext::new().map_err(e)?;
+    let mut order = BigNum::new().map_err(e)?;
+    group.order(&mut order, &mut ctx).map_err(e)?;
+    let mut h = openssl::sha::Sha256::new();
+    h.update(seed);
+    h.update(&(i as u64).to_be_bytes());
+    let raw = BigNum::from_slice(&h.finish()).map_err(e)?;
+    let mut d = BigNum::new().map_err(e)?;
+    d.nnmod(&raw, &order, &mut ctx).map_err(e)?;
+    if d.num_bits() == 0 {
+        d = BigNum::from_u32(1).map_err(e)?;
+    }
+    let mut public = EcPoint::new(&group).map_err(e)?;
+    public.mul_generator2(&group, &d, &mut ctx).map_err(e)?;
+    EcKey::from_private_components(&group, &d, &public).map_err(e)
+}
+
+fn device_spki_b64(key: &EcKey<Private>) -> Result<String, DemoError> {
+    use base64::Engine as _;
+    let der = openssl::pkey::PKey::from_ec_key(key.clone())
+        .and_then(|k| k.public_key_to_der())
+        .map_err(|e| fail(format!("device key: {e}")))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(der))
+}
+
+/// Seeds `n` subscribers on every core; returns the seconds it took.
+fn seed(app: &tmcs::app::App, key_seed: &[u8; 32], n: usize) -> Result<f64, DemoError> {
+    let start = Instant::now();
+    let pin = SeedPin::new(&app.svc, PIN).map_err(|e| fail(format!("seed PIN: {e}")))?;
+    let threads = std::thread::available_parallelism().map_or(2, |p| p.get());
+    let batches = n.div_ceil(BATCH);
+    std::thread::scope(|scope| -> Result<(), DemoError> {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let pin = &pin;
+                scope.spawn(move || -> Result<(), DemoError> {
+                    for b in (t..batches).step_by(threads) {
+                        let seeds = (b * BATCH..((b + 1) * BATCH).min(n))
+                            .map(|i| {
+                                Ok(Seed {
+                                    msisdn: msisdn(i),
+                                    device_spki_b64: device_spki_b64(&device_key(key_seed, i)?)?,
+                                })
+                            })
+                            .collect::<Result<Vec<_>, DemoError>>()?;
+                        seed_batch(&app.svc, pin, &seeds)
+                            .map_err(|e| fail(format!("seeding batch {b}: {e}")))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| fail("a seeding thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Who can pay: the population and how to rebuild any payer's handset.
+#[derive(Clone)]
+struct Payers {
+    transport: Arc<Vec<u8>>,
+    key_seed: [u8; 32],
+    population: usize,
+}
+
+/// One handset loop: a random payer of the population per payment.
+async fn payer_loop(
+    sh: std::rc::Rc<Shared>,
+    payers: Payers,
+    idx: usize,
+    deadline: Instant,
+    auth_ms: std::rc::Rc<std::cell::RefCell<Vec<f64>>>,
+    errors: Arc<AtomicU64>,
+) {
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let mut r = [0u8; 8];
+        let i = match openssl::rand::rand_bytes(&mut r) {
+            Ok(()) => (u64::from_be_bytes(r) % payers.population as u64) as usize,
+            Err(_) => idx % payers.population,
+        };
+        let cycle = async {
+            let key = device_key(&payers.key_seed, i)?;
+            let h = Handset::with_device_key(&msisdn(i), &payers.transport, key)
+                .map_err(|e| fail(format!("handset: {e}")))?;
+            one_cycle(&sh, &h, idx, n).await
+        };
+        match cycle.await {
+            Ok((_, a)) => auth_ms.borrow_mut().push(a),
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "population bench cycle failed");
+            }
+        }
+    }
+}
+
+async fn run_async(
+    cfg: Config,
+    clock: SharedClock,
+    opts: BenchOpts,
+    population: usize,
+) -> Result<Value, DemoError> {
+    if population == 0 {
+        return Err(fail("--population must be at least 1"));
+    }
+    let local = crate::demo::start_local(&cfg, clock).await?;
+    let crate::demo::Local {
+        app,
+        base,
+        ca,
+        anon,
+        operator,
+        ..
+    } = &local;
+    let (merchant, _) =
+        register_party(base, operator, "Pop.Shop@merchant.bench", "merchant").await?;
+    let (fsp_party, _) = register_party(base, operator, "Pop.FSP@fsp.bench", "fsp").await?;
+    let fsp = party_client(ca, &fsp_party)?;
+    let mut res = anon
+        .get(format!("{base}/pki/transport.pem"))
+        .send()
+        .await
+        .map_err(|e| fail(format!("transport.pem: {e}")))?;
+    let transport = res
+        .body()
+        .await
+        .map_err(|e| fail(format!("transport.pem: {e}")))?;
+    let transport = Arc::new(transport.to_vec());
+
+    let mut key_seed = [0u8; 32];
+    openssl::rand::rand_bytes(&mut key_seed).map_err(|e| fail(e.to_string()))?;
+    let app2 = app.clone();
+    let seed_seconds =
+        actix_web::rt::task::spawn_blocking(move || seed(&app2, &key_seed, population))
+            .await
+            .map_err(|e| fail(e.to_string()))??;
+
+    let sh = std::rc::Rc::new(Shared {
+        base: base.clone(),
+        fsp,
+        anon: anon.clone(),
+        merchant: Arc::new(merchant),
+        fsp_party: Arc::new(fsp_party),
+        app: app.clone(),
+    });
+    let auth_ms = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(opts.seconds);
+    let payers = Payers {
+        transport,
+        key_seed,
+        population,
+    };
+    let loops = (0..opts.handsets).map(|idx| {
+        payer_loop(
+            sh.clone(),
+            payers.clone(),
+            idx,
+            deadline,
+            auth_ms.clone(),
+            errors.clone(),
+        )
+    });
+    futures_util::future::join_all(loops).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let rss = rss_mb();
+    local.stop().await;
+    let mut auth = auth_ms.borrow().clone();
+    auth.sort_by(f64::total_cmp);
+    Ok(json!({
+        "scenario": "population",
+        "backend": app.svc.store.backend().name(),
+        "population": population,
+        "authorizations_per_s": round2(auth.len() as f64 / elapsed),
+        "p50_ms": round2(percentile(&auth, 50.0)),
+        "p99_ms": round2(percentile(&auth, 99.0)),
+        "rss_mb": rss,
+        "seed_per_s": round2(population as f64 / seed_seconds),
+        "seed_seconds": round2(seed_seconds),
+        "key_storage": app.cfg.file.hsm.key_storage.as_str(),
+        "seconds": round2(elapsed),
+        "handsets": opts.handsets,
+        "errors": errors.load(Ordering::Relaxed),
+    }))
+}
