@@ -288,6 +288,43 @@ mod tests {
         }
     }
 
+    /// The CRL is read in pages: every listed certificate is on it exactly
+    /// once across page boundaries, and nothing that is not listed.
+    #[test]
+    fn crl_entries_are_read_in_pages_and_lose_nothing() {
+        let kit = crate::testkit::Kit::new();
+        let n = (CRL_PAGE as usize) * 2 + 37;
+        kit.svc
+            .store
+            .write(|c| -> Result<(), crate::store::StoreError> {
+                for i in 0..n + 50 {
+                    let mut r = row(
+                        if i < n { Revoked } else { Active },
+                        Some("keyCompromise"),
+                        Some(100),
+                    );
+                    r.serial = format!("7e{i:08x}");
+                    r.fingerprint = format!("fp{i}");
+                    if i >= n {
+                        r.revocation_reason = None;
+                        r.revoked_at = None;
+                    }
+                    certs::insert(c, &r)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let entries = kit.svc.store.read(crl_entries).unwrap();
+        let mut serials: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| e.serial_number.as_ref().to_vec())
+            .collect();
+        serials.sort();
+        serials.dedup();
+        assert_eq!(entries.len(), n, "every revoked certificate once");
+        assert_eq!(serials.len(), n, "no serial twice");
+    }
+
     #[test]
     fn standing_follows_the_lifecycle() {
         assert_eq!(standing(&row(Active, None, None)), Standing::Good);

@@ -40,6 +40,18 @@ enum Cmd {
     /// The HTTPS servers that tmcs relays to: `sim fsp`, `sim bank`.
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Internal to `bench --population`: seeds the population of a running
+    /// benchmark's data dir in this (separate) process.
+    #[command(hide = true)]
+    SeedPopulation {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        population: usize,
+        /// Hex of the 32-byte seed the payers' device keys derive from.
+        #[arg(long)]
+        key_seed: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +64,23 @@ fn main() -> ExitCode {
 fn run(c: Cli) -> Result<(), Failure> {
     let command = match c.command {
         Cmd::Tool(t) => t,
+        Cmd::SeedPopulation {
+            data_dir,
+            population,
+            key_seed,
+        } => {
+            let cfg = local_config(c.config.as_deref(), &data_dir, &[])?;
+            cli::init_logging(&cfg, "error");
+            let seconds = tmcs_tools::population::seed_in_this_process(
+                cfg,
+                demo::system_clock(),
+                population,
+                &key_seed,
+            )
+            .map_err(|e| Failure::failed(&e))?;
+            println!("{seconds}");
+            return Ok(());
+        }
         Cmd::Sim(s) => {
             return sim::run(s).map_err(|e| match e {
                 sim::SimError::Setup(m) => Failure::usage(m),

@@ -4,7 +4,10 @@
 //! core), then drives the real HTTPS service with concurrent handsets whose
 //! payer is drawn at random from the whole population for every payment.
 //! A payer's device key is derived from its index, so the load generator
-//! keeps no per-payer state and the process's RSS measures the service.
+//! keeps no per-payer state. The seeding runs in a child process
+//! (`tmcs-tools seed-population`, on the same data dir, database and
+//! token), so the benchmark process's RSS is the service's (and the load
+//! generator's), not what building N certificates left in malloc's arenas.
 //! Prints one JSON line.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +72,50 @@ fn device_spki_b64(key: &EcKey<Private>) -> Result<String, DemoError> {
         .and_then(|k| k.public_key_to_der())
         .map_err(|e| fail(format!("device key: {e}")))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(der))
+}
+
+/// `tmcs-tools seed-population`: opens the installation in `cfg` and seeds
+/// `n` subscribers whose device keys derive from `key_seed_hex`; returns
+/// the seconds the seeding took.
+pub fn seed_in_this_process(
+    cfg: Config,
+    clock: SharedClock,
+    n: usize,
+    key_seed_hex: &str,
+) -> Result<f64, DemoError> {
+    let key_seed: [u8; 32] = hex::decode(key_seed_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| fail("--key-seed: 64 hex digits"))?;
+    let app = tmcs::app::App::open(cfg, clock).map_err(|e| fail(format!("open: {e}")))?;
+    seed(&app, &key_seed, n)
+}
+
+/// Runs `tmcs-tools seed-population` on `cfg`'s data dir; returns the
+/// seconds the seeding took.
+fn seed_in_a_child(cfg: &Config, n: usize, key_seed: &[u8; 32]) -> Result<f64, DemoError> {
+    let exe = std::env::current_exe().map_err(|e| fail(format!("current exe: {e}")))?;
+    let o = std::process::Command::new(exe)
+        .arg("seed-population")
+        .arg("--data-dir")
+        .arg(&cfg.data_dir)
+        .arg("--population")
+        .arg(n.to_string())
+        .arg("--key-seed")
+        .arg(hex::encode(key_seed))
+        .output()
+        .map_err(|e| fail(format!("seed-population: {e}")))?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() {
+        return Err(fail(format!(
+            "seed-population: {}{}",
+            out,
+            String::from_utf8_lossy(&o.stderr)
+        )));
+    }
+    out.trim()
+        .parse()
+        .map_err(|_| fail(format!("seed-population printed {out:?}")))
 }
 
 /// Seeds `n` subscribers on every core; returns the seconds it took.
@@ -182,11 +229,12 @@ async fn run_async(
 
     let mut key_seed = [0u8; 32];
     openssl::rand::rand_bytes(&mut key_seed).map_err(|e| fail(e.to_string()))?;
-    let app2 = app.clone();
+    let cfg2 = cfg.clone();
     let seed_seconds =
-        actix_web::rt::task::spawn_blocking(move || seed(&app2, &key_seed, population))
+        actix_web::rt::task::spawn_blocking(move || seed_in_a_child(&cfg2, population, &key_seed))
             .await
             .map_err(|e| fail(e.to_string()))??;
+    let rss_after_seed = rss_mb();
 
     let sh = std::rc::Rc::new(Shared {
         base: base.clone(),
@@ -229,6 +277,7 @@ async fn run_async(
         "p50_ms": round2(percentile(&auth, 50.0)),
         "p99_ms": round2(percentile(&auth, 99.0)),
         "rss_mb": rss,
+        "rss_mb_after_seed": rss_after_seed,
         "seed_per_s": round2(population as f64 / seed_seconds),
         "seed_seconds": round2(seed_seconds),
         "key_storage": app.cfg.file.hsm.key_storage.as_str(),
