@@ -47,6 +47,18 @@ fn group() -> Result<EcGroup, HsmError> {
     EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(ossl)
 }
 
+/// A new P-256 key and its uncompressed public point.
+fn new_ec() -> Result<(EcKey<Private>, Vec<u8>), HsmError> {
+    let g = group()?;
+    let key = EcKey::generate(&g).map_err(ossl)?;
+    let mut ctx = BigNumContext::new().map_err(ossl)?;
+    let point = key
+        .public_key()
+        .to_bytes(&g, PointConversionForm::UNCOMPRESSED, &mut ctx)
+        .map_err(ossl)?;
+    Ok((key, point))
+}
+
 impl SoftCustody {
     pub fn new() -> SoftCustody {
         SoftCustody::default()
@@ -158,13 +170,7 @@ impl Custody for SoftCustody {
     }
 
     fn generate_wrapped_p256(&self, kek: &KeyId) -> Result<(GeneratedKey, Vec<u8>), HsmError> {
-        let g = group()?;
-        let key = EcKey::generate(&g).map_err(ossl)?;
-        let mut ctx = BigNumContext::new().map_err(ossl)?;
-        let point = key
-            .public_key()
-            .to_bytes(&g, PointConversionForm::UNCOMPRESSED, &mut ctx)
-            .map_err(ossl)?;
+        let (key, point) = new_ec()?;
         let blob = self.wrap(kek, &key)?;
         Ok((
             GeneratedKey {
@@ -210,13 +216,7 @@ impl Custody for SoftCustody {
     }
 
     fn generate_ec_p256(&self, _label: &str, usage: EcUsage) -> Result<GeneratedKey, HsmError> {
-        let g = group()?;
-        let key = EcKey::generate(&g).map_err(ossl)?;
-        let mut ctx = BigNumContext::new().map_err(ossl)?;
-        let point = key
-            .public_key()
-            .to_bytes(&g, PointConversionForm::UNCOMPRESSED, &mut ctx)
-            .map_err(ossl)?;
+        let (key, point) = new_ec()?;
         let id = KeyId::random()?;
         self.keys
             .lock()

@@ -72,39 +72,34 @@ pub fn create_trusted_kek(
     Ok(id)
 }
 
-/// The template of an unwrapped subscriber key that will sign: a session
-/// object, private, sensitive, not extractable.
-fn signing_template() -> Vec<Attribute> {
-    vec![
+/// The template of an unwrapped subscriber key: a session object, private
+/// and sensitive. One that signs is not extractable; one on its way to
+/// another KEK cannot sign and can only be wrapped under a trusted key.
+fn unwrapped_template(to_sign: bool) -> Vec<Attribute> {
+    let mut t = vec![
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::KeyType(KeyType::EC),
         Attribute::Token(false),
         Attribute::Private(true),
         Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
+        Attribute::Extractable(!to_sign),
+        Attribute::Sign(to_sign),
         Attribute::Derive(false),
         Attribute::Decrypt(false),
         Attribute::Unwrap(false),
-    ]
+    ];
+    if !to_sign {
+        t.push(Attribute::WrapWithTrusted(true));
+    }
+    t
 }
 
-/// The template of an unwrapped subscriber key on its way to another KEK:
-/// it cannot sign, and it can only be wrapped again under a trusted key.
+fn signing_template() -> Vec<Attribute> {
+    unwrapped_template(true)
+}
+
 fn rewrap_template() -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::PRIVATE_KEY),
-        Attribute::KeyType(KeyType::EC),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(true),
-        Attribute::WrapWithTrusted(true),
-        Attribute::Sign(false),
-        Attribute::Derive(false),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-    ]
+    unwrapped_template(false)
 }
 
 /// Destroys the session objects it holds when it goes out of scope, even

@@ -289,32 +289,41 @@ fn histogram(app: &App, name: &str, label: Option<(&str, &str)>) -> (f64, u64) {
     (sum, count)
 }
 
+/// `tmcs init` and the service in this process, with a merchant and an
+/// FSP registered: what a signing benchmark's handsets pay through.
+pub(crate) async fn serve_with_parties(
+    cfg: &Config,
+    clock: SharedClock,
+) -> Result<(crate::demo::Local, std::rc::Rc<Shared>), DemoError> {
+    let local = crate::demo::start_local(cfg, clock).await?;
+    let (base, operator) = (&local.base, &local.operator);
+    let (merchant, _) =
+        register_party(base, operator, "Bench.Shop@merchant.bench", "merchant").await?;
+    let (fsp_party, _) = register_party(base, operator, "Bench.FSP@fsp.bench", "fsp").await?;
+    let sh = std::rc::Rc::new(Shared {
+        base: base.clone(),
+        fsp: party_client(&local.ca, &fsp_party)?,
+        anon: local.anon.clone(),
+        merchant: Arc::new(merchant),
+        fsp_party: Arc::new(fsp_party),
+        app: local.app.clone(),
+    });
+    Ok((local, sh))
+}
+
 async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
-    let local = crate::demo::start_local(&cfg, clock).await?;
+    let (local, sh) = serve_with_parties(&cfg, clock).await?;
     let crate::demo::Local {
         app,
         base,
-        ca,
         anon,
         operator,
         ..
     } = &local;
-    let (merchant, _) =
-        register_party(base, operator, "Bench.Shop@merchant.bench", "merchant").await?;
-    let (fsp_party, _) = register_party(base, operator, "Bench.FSP@fsp.bench", "fsp").await?;
-    let fsp = party_client(ca, &fsp_party)?;
+    let (merchant, fsp_party) = (sh.merchant.clone(), sh.fsp_party.clone());
 
     // Handsets: registered and activated through the real API.
     let handsets = activate_handsets(base, operator, anon, 0, opts.handsets, PIN).await?;
-    let (merchant, fsp_party) = (Arc::new(merchant), Arc::new(fsp_party));
-    let sh = std::rc::Rc::new(Shared {
-        base: base.clone(),
-        fsp,
-        anon: anon.clone(),
-        merchant: merchant.clone(),
-        fsp_party: fsp_party.clone(),
-        app: app.clone(),
-    });
 
     // Baselines of the server metrics before the timed phase.
     let hsm_before = histogram(app, "tmcs_hsm_operation_seconds", None);

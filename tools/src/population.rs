@@ -21,7 +21,7 @@ use openssl::pkey::Private;
 use serde_json::{json, Value};
 
 use crate::bench::{one_cycle, percentile, round2, rss_mb, BenchOpts, Shared, PIN};
-use crate::demo::{fail, party_client, register_party, DemoError};
+use crate::demo::{fail, DemoError};
 use tmcs::clock::SharedClock;
 use tmcs::config::Config;
 use tmcs::subscriber::seed::{seed_batch, Seed, SeedPin};
@@ -203,29 +203,8 @@ async fn run_async(
     if population == 0 {
         return Err(fail("--population must be at least 1"));
     }
-    let local = crate::demo::start_local(&cfg, clock).await?;
-    let crate::demo::Local {
-        app,
-        base,
-        ca,
-        anon,
-        operator,
-        ..
-    } = &local;
-    let (merchant, _) =
-        register_party(base, operator, "Pop.Shop@merchant.bench", "merchant").await?;
-    let (fsp_party, _) = register_party(base, operator, "Pop.FSP@fsp.bench", "fsp").await?;
-    let fsp = party_client(ca, &fsp_party)?;
-    let mut res = anon
-        .get(format!("{base}/pki/transport.pem"))
-        .send()
-        .await
-        .map_err(|e| fail(format!("transport.pem: {e}")))?;
-    let transport = res
-        .body()
-        .await
-        .map_err(|e| fail(format!("transport.pem: {e}")))?;
-    let transport = Arc::new(transport.to_vec());
+    let (local, sh) = crate::bench::serve_with_parties(&cfg, clock).await?;
+    let transport = Arc::new(crate::trip::transport_pem(&local.anon, &local.base).await?);
 
     let mut key_seed = [0u8; 32];
     openssl::rand::rand_bytes(&mut key_seed).map_err(|e| fail(e.to_string()))?;
@@ -236,14 +215,6 @@ async fn run_async(
             .map_err(|e| fail(e.to_string()))??;
     let rss_after_seed = rss_mb();
 
-    let sh = std::rc::Rc::new(Shared {
-        base: base.clone(),
-        fsp,
-        anon: anon.clone(),
-        merchant: Arc::new(merchant),
-        fsp_party: Arc::new(fsp_party),
-        app: app.clone(),
-    });
     let auth_ms = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -271,7 +242,7 @@ async fn run_async(
     auth.sort_by(f64::total_cmp);
     Ok(json!({
         "scenario": "population",
-        "backend": app.svc.store.backend().name(),
+        "backend": sh.app.svc.store.backend().name(),
         "population": population,
         "authorizations_per_s": round2(auth.len() as f64 / elapsed),
         "p50_ms": round2(percentile(&auth, 50.0)),
@@ -280,7 +251,7 @@ async fn run_async(
         "rss_mb_after_seed": rss_after_seed,
         "seed_per_s": round2(population as f64 / seed_seconds),
         "seed_seconds": round2(seed_seconds),
-        "key_storage": app.cfg.file.hsm.key_storage.as_str(),
+        "key_storage": sh.app.cfg.file.hsm.key_storage.as_str(),
         "seconds": round2(elapsed),
         "handsets": opts.handsets,
         "errors": errors.load(Ordering::Relaxed),

@@ -204,6 +204,20 @@ pub async fn register_parties(
     })
 }
 
+/// `/pki/transport.pem`: what a handset seals PIN blocks to.
+pub async fn transport_pem(anon: &awc::Client, base: &str) -> Result<Vec<u8>, DemoError> {
+    let mut res = anon
+        .get(format!("{base}/pki/transport.pem"))
+        .send()
+        .await
+        .map_err(|e| fail(format!("transport.pem: {e}")))?;
+    let body = res
+        .body()
+        .await
+        .map_err(|e| fail(format!("transport.pem: {e}")))?;
+    Ok(body.to_vec())
+}
+
 /// Registers and activates `n` handsets (`+49160<prefix><n>`) with `pin`.
 pub async fn activate_handsets(
     base: &str,
@@ -213,15 +227,7 @@ pub async fn activate_handsets(
     n: usize,
     pin: &str,
 ) -> Result<Vec<Handset>, DemoError> {
-    let mut res = anon
-        .get(format!("{base}/pki/transport.pem"))
-        .send()
-        .await
-        .map_err(|e| fail(format!("transport.pem: {e}")))?;
-    let transport = res
-        .body()
-        .await
-        .map_err(|e| fail(format!("transport.pem: {e}")))?;
+    let transport = transport_pem(anon, base).await?;
     let mut handsets = Vec::with_capacity(n);
     for i in 0..n {
         let msisdn = format!("+49160{prefix:02}{:05}", i + 1);

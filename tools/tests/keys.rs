@@ -91,15 +91,7 @@ async fn wrapped_keys_sign_after_a_restart_and_never_become_token_objects() {
     node.start().await;
     let base = node.base();
     for (i, h) in hs.iter().enumerate() {
-        let paid = t
-            .payment(&base)
-            .pay(h, PIN, &terms(&format!("WR-R{i}"), "EUR1.00"))
-            .await
-            .unwrap();
-        t.payment(&base)
-            .await_status(&paid.request_id, &["settled"], Duration::from_secs(20))
-            .await
-            .unwrap();
+        t.pay_and_settle(&base, h, &format!("WR-R{i}")).await;
     }
     assert_eq!(
         token_objects(&t.data).lines().count(),
@@ -281,15 +273,7 @@ async fn token_keys_keep_working_and_migrate_to_wrapped_storage() {
     node.start().await;
     let base = node.base();
     for (i, h) in hs.iter().enumerate() {
-        let paid = t
-            .payment(&base)
-            .pay(h, PIN, &terms(&format!("MG-W{i}"), "EUR1.00"))
-            .await
-            .unwrap();
-        t.payment(&base)
-            .await_status(&paid.request_id, &["settled"], Duration::from_secs(20))
-            .await
-            .unwrap();
+        t.pay_and_settle(&base, h, &format!("MG-W{i}")).await;
     }
     let status = hsm_status(&t, &wrapped);
     assert!(status.contains(": 3 wrapped keys"), "{status}");

@@ -162,25 +162,18 @@ fn tmcs_demo_without_the_tools_binary_exits_2() {
 /// service climbed by hundreds of MiB within seconds of load. `tmcs bench`
 /// runs the real service in-process and reports the process's RSS at the
 /// start and end of its timed phase; both must stay bounded.
-#[test]
-fn rss_stays_bounded_under_signing_load() {
+/// Runs `tmcs-tools bench` with `args` (the caller's `TMCS_*` removed,
+/// `env` added) in a fresh directory; its one JSON line, parsed and as text.
+fn bench_line(args: &[&str], env: &[(&str, &str)]) -> (serde_json::Value, String) {
     let d = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(tools_bin());
-    cmd.args([
-        "bench",
-        "--seconds",
-        "20",
-        "--handsets",
-        "16",
-        "--floor-seconds",
-        "1",
-    ])
-    .current_dir(d.path());
+    cmd.arg("bench").args(args).current_dir(d.path());
     for (k, _) in std::env::vars() {
         if k.starts_with("TMCS_") {
             cmd.env_remove(k);
         }
     }
+    cmd.envs(env.iter().copied());
     let o = cmd.output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -188,8 +181,24 @@ fn rss_stays_bounded_under_signing_load() {
         "{out}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let line = out.lines().last().expect("one JSON line");
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let line = out.lines().last().expect("one JSON line").to_string();
+    (serde_json::from_str(&line).unwrap(), line)
+}
+
+#[test]
+fn rss_stays_bounded_under_signing_load() {
+    let (v, line) = bench_line(
+        &[
+            "--seconds",
+            "20",
+            "--handsets",
+            "16",
+            "--floor-seconds",
+            "1",
+        ],
+        &[],
+    );
+    let line = line.as_str();
     let auths = v["authorizations_per_s"].as_f64().unwrap() * v["seconds"].as_f64().unwrap();
     assert!(auths >= 100.0, "too few authorisations to judge: {line}");
     assert_eq!(v["errors"], 0, "{line}");
@@ -210,34 +219,14 @@ fn rss_stays_bounded_under_signing_load() {
 /// issue names. (The figures themselves come from `make bench`.)
 #[test]
 fn population_bench_seeds_and_pays_with_random_payers() {
-    let d = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(tools_bin());
-    cmd.args([
-        "bench",
-        "--population",
-        "1200",
-        "--seconds",
-        "3",
-        "--handsets",
-        "4",
-    ])
-    .current_dir(d.path());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TMCS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("TMCS_PIN__ARGON2_MEMORY_KIB", "1024")
-        .env("TMCS_PIN__ARGON2_ITERATIONS", "1");
-    let o = cmd.output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+    let (v, line) = bench_line(
+        &["--population", "1200", "--seconds", "3", "--handsets", "4"],
+        &[
+            ("TMCS_PIN__ARGON2_MEMORY_KIB", "1024"),
+            ("TMCS_PIN__ARGON2_ITERATIONS", "1"),
+        ],
     );
-    let line = out.lines().last().expect("one JSON line");
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let line = line.as_str();
     assert_eq!(v["scenario"], "population", "{line}");
     assert_eq!(v["population"], 1200, "{line}");
     assert_eq!(v["key_storage"], "wrapped", "{line}");

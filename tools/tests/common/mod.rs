@@ -300,6 +300,19 @@ impl Trip {
         )
     }
 
+    /// One payment by `h` through the node at `base`, awaited until settled.
+    pub async fn pay_and_settle(&self, base: &str, h: &Handset, reference: &str) -> String {
+        let pay = self.payment(base);
+        let paid = pay
+            .pay(h, PIN, &terms(reference, "EUR1.00"))
+            .await
+            .unwrap_or_else(|e| panic!("payment {reference}: {e}"));
+        pay.await_status(&paid.request_id, &["settled"], Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("payment {reference}: {e}"));
+        paid.request_id
+    }
+
     /// The deliveries of one request, as the operator sees them.
     pub async fn deliveries_of(&self, request_id: &str) -> Vec<Value> {
         let (st, v) = self.get(&self.operator, "/v1/admin/relay?limit=1000").await;
