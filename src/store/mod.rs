@@ -179,9 +179,14 @@ impl Store {
         manager
             .establish()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
+        // Connections are made when a caller needs one, never in the
+        // background to keep some idle: a pool thread still connecting when
+        // a short command (`tmcs audit verify`) returns would run into the
+        // exit handlers of the libraries libpq uses (OpenSSL, Kerberos) and
+        // crash the process after its work was done.
         let pool = Pool::builder()
             .max_size(s.pool_size)
-            .min_idle(Some(1))
+            .min_idle(Some(0))
             .connection_timeout(s.connect_timeout)
             .test_on_check_out(backend == Backend::Postgres)
             .build(manager)
