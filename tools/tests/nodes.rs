@@ -33,6 +33,44 @@ async fn two_nodes(test: &str, extra: &[(&str, &str)]) -> Option<(Trip, Node, St
     Some((t, b, db))
 }
 
+/// Two nodes and one pending request of a fresh payer (`+49160<prefix>00001`),
+/// activated through node `on[0]`, submitted through node `on[1]` and read
+/// by the handset through node `on[2]` (0: A, 1: B).
+struct Pending {
+    t: Trip,
+    _b: Node,
+    bases: [String; 2],
+    db: String,
+    h: Handset,
+    id: String,
+    view: Value,
+}
+
+async fn pending_request(test: &str, prefix: u32, on: [usize; 3]) -> Option<Pending> {
+    let (t, b, db) = two_nodes(test, &[]).await?;
+    let bases = [t.base(), b.base()];
+    let h = trip::activate_handsets(&bases[on[0]], &t.operator, &t.anon, prefix, 1, PIN)
+        .await
+        .unwrap()
+        .remove(0);
+    let reference = format!("NODES-{prefix}");
+    let id = t
+        .payment(&bases[on[1]])
+        .submit(&h, &terms(&reference, "EUR5.00"))
+        .await
+        .unwrap();
+    let view = t.payment(&bases[on[2]]).view(&h, &id).await.unwrap();
+    Some(Pending {
+        t,
+        _b: b,
+        bases,
+        db,
+        h,
+        id,
+        view,
+    })
+}
+
 /// `(status, code)` of each answer, the problem code or the request's status.
 fn outcomes(answers: &[(u16, Value)]) -> BTreeMap<(u16, String), usize> {
     let mut m = BTreeMap::new();
@@ -107,24 +145,13 @@ async fn subscriber_subject(t: &Trip, base: &str, msisdn: &str) -> (String, Valu
 #[actix_web::test]
 async fn sixteen_authorisations_over_two_nodes_sign_once() {
     const TEST: &str = "sixteen_authorisations_over_two_nodes_sign_once";
-    let Some((t, b, db)) = two_nodes(TEST, &[]).await else {
+    let Some(p) = pending_request(TEST, 1, [1, 0, 1]).await else {
         return;
     };
-    let bases = [t.base(), b.base()];
-    let pays = [t.payment(&bases[0]), t.payment(&bases[1])];
-    // Registered and activated through node B, submitted through node A,
-    // read through node B.
-    let h = trip::activate_handsets(&bases[1], &t.operator, &t.anon, 1, 1, PIN)
-        .await
-        .unwrap()
-        .remove(0);
+    let (t, db, h, id, view) = (&p.t, p.db.as_str(), &p.h, p.id.as_str(), &p.view);
+    let pays = [t.payment(&p.bases[0]), t.payment(&p.bases[1])];
     let before = t.balances().await;
-    let id = pays[0]
-        .submit(&h, &terms("ONCE-16", "EUR5.00"))
-        .await
-        .unwrap();
-    let view = pays[1].view(&h, &id).await.unwrap();
-    let answers = authorise_at_once(&pays, &h, &id, &view, PIN, 16).await;
+    let answers = authorise_at_once(&pays, h, id, view, PIN, 16).await;
     let got = outcomes(&answers);
     assert_eq!(
         got,
@@ -140,22 +167,22 @@ async fn sixteen_authorisations_over_two_nodes_sign_once() {
         .find(|(_, a)| a.0 == 200)
         .unwrap();
     eprintln!("signed through node {}", ["A", "B"][winner % 2]);
-    assert_eq!(signed.1["request_id"], id.as_str());
+    assert_eq!(signed.1["request_id"], id);
     let sig = signed.1["signature"].as_str().unwrap();
     assert_eq!(
         psql_count(
-            &db,
+            db,
             &format!("SELECT count(*) FROM requests WHERE id = '{id}' AND signature_b64 = '{sig}'")
         ),
         1,
         "the stored signature is the one handed out"
     );
     let subject = format!("request:{id}");
-    assert_eq!(events(&db, "request.authorized", &subject), 1);
-    assert_eq!(events(&db, "request.signed", &subject), 1);
+    assert_eq!(events(db, "request.authorized", &subject), 1);
+    assert_eq!(events(db, "request.signed", &subject), 1);
     assert_eq!(
         psql_count(
-            &db,
+            db,
             &format!(
                 "SELECT count(*) FROM deliveries WHERE request_id = '{id}' AND event = 'signed'"
             )
@@ -163,12 +190,12 @@ async fn sixteen_authorisations_over_two_nodes_sign_once() {
         1
     );
     // The PIN was right every time: nothing is left counted.
-    let (payer, v) = subscriber_subject(&t, &bases[0], &h.msisdn).await;
+    let (payer, v) = subscriber_subject(t, &p.bases[0], &h.msisdn).await;
     assert_eq!(v["attempts_left"], 3, "{v}");
-    assert_eq!(events(&db, "pin.failed", &payer), 0);
+    assert_eq!(events(db, "pin.failed", &payer), 0);
     // One payment reaches the FSP, the bank and the payer's account.
     pays[1]
-        .await_status(&id, &["settled"], Duration::from_secs(60))
+        .await_status(id, &["settled"], Duration::from_secs(60))
         .await
         .unwrap();
     let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
@@ -192,21 +219,12 @@ async fn sixteen_authorisations_over_two_nodes_sign_once() {
 #[actix_web::test]
 async fn twelve_wrong_pins_over_two_nodes_count_three() {
     const TEST: &str = "twelve_wrong_pins_over_two_nodes_count_three";
-    let Some((t, b, db)) = two_nodes(TEST, &[]).await else {
+    let Some(p) = pending_request(TEST, 2, [0, 1, 0]).await else {
         return;
     };
-    let bases = [t.base(), b.base()];
-    let pays = [t.payment(&bases[0]), t.payment(&bases[1])];
-    let h = trip::activate_handsets(&bases[0], &t.operator, &t.anon, 2, 1, PIN)
-        .await
-        .unwrap()
-        .remove(0);
-    let id = pays[1]
-        .submit(&h, &terms("WRONG-12", "EUR5.00"))
-        .await
-        .unwrap();
-    let view = pays[0].view(&h, &id).await.unwrap();
-    let answers = authorise_at_once(&pays, &h, &id, &view, WRONG_PIN, 12).await;
+    let (t, db, h, id, view) = (&p.t, p.db.as_str(), &p.h, p.id.as_str(), &p.view);
+    let pays = [t.payment(&p.bases[0]), t.payment(&p.bases[1])];
+    let answers = authorise_at_once(&pays, h, id, view, WRONG_PIN, 12).await;
     assert_eq!(
         outcomes(&answers),
         BTreeMap::from([
@@ -221,12 +239,12 @@ async fn twelve_wrong_pins_over_two_nodes_count_three() {
         .map(|(_, v)| v["attempts_left"].as_i64().unwrap())
         .collect();
     assert_eq!(left, BTreeSet::from([1, 2]), "{answers:?}");
-    let (payer, v) = subscriber_subject(&t, &bases[1], &h.msisdn).await;
+    let (payer, v) = subscriber_subject(t, &p.bases[1], &h.msisdn).await;
     assert_eq!(v["state"], "blocked", "{v}");
     assert_eq!(v["attempts_left"], 0, "{v}");
     assert_eq!(
         psql_count(
-            &db,
+            db,
             &format!(
                 "SELECT attempts FROM subscribers WHERE msisdn = '{}' AND state = 'blocked'",
                 h.msisdn
@@ -235,21 +253,21 @@ async fn twelve_wrong_pins_over_two_nodes_count_three() {
         3,
         "the try counter"
     );
-    assert_eq!(events(&db, "pin.failed", &payer), 3);
-    assert_eq!(events(&db, "pin.blocked", &payer), 1);
-    assert_eq!(events(&db, "subscriber.blocked", &payer), 1);
+    assert_eq!(events(db, "pin.failed", &payer), 3);
+    assert_eq!(events(db, "pin.blocked", &payer), 1);
+    assert_eq!(events(db, "subscriber.blocked", &payer), 1);
     // Blocked is blocked on both nodes, the right PIN included; nothing more
     // is counted and the request is not signed.
-    let again = authorise_at_once(&pays, &h, &id, &view, PIN, 2).await;
+    let again = authorise_at_once(&pays, h, id, view, PIN, 2).await;
     assert_eq!(
         outcomes(&again),
         BTreeMap::from([((403, "pin.blocked".to_string()), 2)]),
         "{again:?}"
     );
-    assert_eq!(events(&db, "pin.failed", &payer), 3);
+    assert_eq!(events(db, "pin.failed", &payer), 3);
     let subject = format!("request:{id}");
-    assert_eq!(events(&db, "request.authorized", &subject), 0);
-    assert_eq!(events(&db, "request.signed", &subject), 0);
+    assert_eq!(events(db, "request.authorized", &subject), 0);
+    assert_eq!(events(db, "request.signed", &subject), 0);
     t.audit_verifies();
 }
 
