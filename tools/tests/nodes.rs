@@ -38,7 +38,8 @@ async fn two_nodes(test: &str, extra: &[(&str, &str)]) -> Option<(Trip, Node, St
 /// by the handset through node `on[2]` (0: A, 1: B).
 struct Pending {
     t: Trip,
-    _b: Node,
+    /// Node B, running until the test ends.
+    _node_b: Node,
     bases: [String; 2],
     db: String,
     h: Handset,
@@ -62,7 +63,7 @@ async fn pending_request(test: &str, prefix: u32, on: [usize; 3]) -> Option<Pend
     let view = t.payment(&bases[on[2]]).view(&h, &id).await.unwrap();
     Some(Pending {
         t,
-        _b: b,
+        _node_b: b,
         bases,
         db,
         h,
