@@ -237,10 +237,22 @@ pub type TransportFactory = fn(&Config) -> Result<Rc<dyn Transport>, String>;
 
 /// The `tmcs` command line.
 pub fn main_with(transport: TransportFactory) -> ExitCode {
+    init_openssl();
     match parse::<Cli>("tmcs") {
         Ok(cli) => exit(run(cli, transport)),
         Err(code) => code,
     }
+}
+
+/// Initialises OpenSSL before anything else can, without its exit handler.
+/// Otherwise libpq initialises it on the first PostgreSQL connection and
+/// registers `OPENSSL_cleanup` to run at exit, which frees OpenSSL's tables
+/// under a connection pool thread still connecting (SCRAM hashes with
+/// OpenSSL): a short command such as `tmcs audit verify` on PostgreSQL then
+/// died with SIGSEGV after its work, in about one run of ten. Call first in
+/// every `main`.
+pub fn init_openssl() {
+    openssl::init();
 }
 
 /// Parses the command line of `bin`; help and version go to stdout (exit 0),

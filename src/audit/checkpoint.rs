@@ -40,7 +40,14 @@ pub fn checkpoint_message(seq: i64, hash: &str, ts: &str) -> String {
 }
 
 /// Signs the current head unless it is already checkpointed. Returns the new
-/// checkpoint, or `None` when there was nothing new (or another node won).
+/// checkpoint, or `None` when there was nothing new or another writer (a
+/// node's timer, `tmcs audit checkpoint`) stored one of this head or a newer
+/// one meanwhile.
+///
+/// The HSM signs outside any transaction; storing takes the checkpoint lock
+/// and checks again, so checkpoints are stored in the order of their `seq`
+/// and one of an older head never lands after a newer one (an auditor who
+/// fetches `GET /v1/audit/checkpoints?after_seq=<last seen>` misses none).
 pub fn make_checkpoint(
     store: &Store,
     hsm: &dyn Custody,
@@ -63,11 +70,15 @@ pub fn make_checkpoint(
         ts,
         sig: base64::engine::general_purpose::STANDARD.encode(sig),
     };
-    match store.write(|c| audit_rows::insert_checkpoint(c, &row)) {
-        Ok(()) => Ok(Some(row.into())),
-        Err(e) if e.is_unique_violation() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    let stored = store.write(|c| -> Result<bool, AuditError> {
+        audit_rows::lock_checkpoints(c)?;
+        if audit_rows::last_checkpoint(c)?.is_some_and(|l| l.seq >= row.seq) {
+            return Ok(false);
+        }
+        audit_rows::insert_checkpoint(c, &row)?;
+        Ok(true)
+    })?;
+    Ok(stored.then(|| row.into()))
 }
 
 pub fn verify_checkpoint_sig(cp: &Checkpoint, key: &PKey<Public>) -> bool {

@@ -28,14 +28,30 @@ pub struct CheckpointRow {
     pub sig: String,
 }
 
-/// Serialises appends to the chain for the rest of the transaction. SQLite
-/// transactions from `Store::write` already hold the write lock.
-pub fn lock_chain(conn: &mut DbConn) -> DbResult<()> {
+/// PostgreSQL advisory lock keys (transaction-scoped) of the chain and of
+/// its checkpoints.
+const CHAIN_LOCK: i64 = 7_316_827_301;
+const CHECKPOINT_LOCK: i64 = 7_316_827_302;
+
+/// Takes the transaction-scoped advisory lock `key`, released at commit or
+/// rollback. SQLite transactions from `Store::write` already hold the
+/// write lock, which serialises them all.
+fn advisory_xact_lock(conn: &mut DbConn, key: i64) -> DbResult<()> {
     if matches!(conn, DbConn::Pg(_)) {
-        // Transaction-scoped; released at commit or rollback.
-        execute_raw(conn, "SELECT pg_advisory_xact_lock(7316827301)")?;
+        execute_raw(conn, &format!("SELECT pg_advisory_xact_lock({key})"))?;
     }
     Ok(())
+}
+
+/// Serialises appends to the chain for the rest of the transaction.
+pub fn lock_chain(conn: &mut DbConn) -> DbResult<()> {
+    advisory_xact_lock(conn, CHAIN_LOCK)
+}
+
+/// Serialises storing checkpoints for the rest of the transaction, so that
+/// nodes store them in the order of their `seq`.
+pub fn lock_checkpoints(conn: &mut DbConn) -> DbResult<()> {
+    advisory_xact_lock(conn, CHECKPOINT_LOCK)
 }
 
 /// (seq, hash) of the newest event.

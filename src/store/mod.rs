@@ -132,6 +132,9 @@ macro_rules! first_for_update {
 }
 pub(crate) use first_for_update;
 
+/// The PostgreSQL advisory lock (session-scoped) held while migrating.
+const MIGRATION_LOCK: i64 = 7_316_827_300;
+
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub url: String,
@@ -176,9 +179,14 @@ impl Store {
         manager
             .establish()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
+        // Connections are made when a caller needs one, never in the
+        // background to keep some idle: a pool thread still connecting when
+        // a short command (`tmcs audit verify`) returns would run into the
+        // exit handlers of the libraries libpq uses (OpenSSL, Kerberos) and
+        // crash the process after its work was done.
         let pool = Pool::builder()
             .max_size(s.pool_size)
-            .min_idle(Some(1))
+            .min_idle(Some(0))
             .connection_timeout(s.connect_timeout)
             .test_on_check_out(backend == Backend::Postgres)
             .build(manager)
@@ -229,15 +237,27 @@ impl Store {
     }
 
     /// Applies pending migrations; returns the names of those applied.
+    ///
+    /// On PostgreSQL, several nodes may migrate at once (each running
+    /// `tmcs migrate` or `tmcs init` as it starts): a session advisory lock
+    /// makes them take turns, and the later ones find nothing pending.
+    /// SQLite is one node; its migrations lock the file themselves.
     pub fn migrate(&self) -> DbResult<Vec<String>> {
         let mut c = self.conn()?;
         let applied = match &mut *c {
             DbConn::Sqlite(c) => c
                 .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
-            DbConn::Pg(c) => c
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>()),
+            DbConn::Pg(c) => {
+                let lock = format!("SELECT pg_advisory_lock({MIGRATION_LOCK})");
+                diesel::sql_query(lock).execute(c)?;
+                let applied = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.iter().map(|m| m.to_string()).collect::<Vec<_>>());
+                let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})");
+                diesel::sql_query(unlock).execute(c)?;
+                applied
+            }
         };
         applied.map_err(|e| StoreError::Migration(e.to_string()))
     }

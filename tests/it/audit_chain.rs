@@ -1,9 +1,13 @@
 //! The audit chain on both backends: concurrent writers, tampering caught.
 
+use std::sync::Mutex;
+
 use diesel::RunQueryDsl;
 use serde_json::json;
 use tmcs::audit::{self, Actor, NewEvent};
+use tmcs::hsm::{Custody, EcUsage, GeneratedKey, HsmError, KeyId};
 use tmcs::store::DbConn;
+use zeroize::Zeroizing;
 
 use crate::on_both_backends;
 use crate::support::{Db, Env};
@@ -237,3 +241,125 @@ on_both_backends!(
     audit_cut_tail_with_held_checkpoint,
     cut_tail_is_caught_by_a_held_checkpoint
 );
+
+type During<'a> = Box<dyn FnOnce() + Send + 'a>;
+
+/// A custodian that runs `during` once while it signs: what another node
+/// (or `tmcs audit checkpoint` beside `tmcs serve`) does between this
+/// writer's read of the head and its insert.
+struct Interleaved<'a> {
+    inner: &'a dyn Custody,
+    during: Mutex<Option<During<'a>>>,
+}
+
+impl std::fmt::Debug for Interleaved<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interleaved")
+    }
+}
+
+impl Custody for Interleaved<'_> {
+    fn sign_digest(&self, key: &KeyId, digest: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
+        let sig = self.inner.sign_digest(key, digest);
+        if let Some(f) = self.during.lock().unwrap().take() {
+            f();
+        }
+        sig
+    }
+    fn sign_wrapped(&self, kek: &KeyId, blob: &[u8], d: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
+        self.inner.sign_wrapped(kek, blob, d)
+    }
+    fn generate_wrapped_p256(&self, kek: &KeyId) -> Result<(GeneratedKey, Vec<u8>), HsmError> {
+        self.inner.generate_wrapped_p256(kek)
+    }
+    fn rewrap(&self, from: &KeyId, to: &KeyId, blob: &[u8]) -> Result<Vec<u8>, HsmError> {
+        self.inner.rewrap(from, to, blob)
+    }
+    fn hmac_sha256(&self, key: &KeyId, data: &[u8]) -> Result<[u8; 32], HsmError> {
+        self.inner.hmac_sha256(key, data)
+    }
+    fn ecdh_p256(&self, key: &KeyId, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        self.inner.ecdh_p256(key, peer)
+    }
+    fn generate_ec_p256(&self, label: &str, usage: EcUsage) -> Result<GeneratedKey, HsmError> {
+        self.inner.generate_ec_p256(label, usage)
+    }
+    fn generate_hmac_key(&self, label: &str) -> Result<KeyId, HsmError> {
+        self.inner.generate_hmac_key(label)
+    }
+    fn public_point(&self, id: &KeyId) -> Result<Vec<u8>, HsmError> {
+        self.inner.public_point(id)
+    }
+    fn key_exists(&self, id: &KeyId) -> Result<bool, HsmError> {
+        self.inner.key_exists(id)
+    }
+    fn destroy_key(&self, id: &KeyId) -> Result<(), HsmError> {
+        self.inner.destroy_key(id)
+    }
+    fn check(&self) -> Result<(), HsmError> {
+        self.inner.check()
+    }
+}
+
+/// Two checkpoint writers on one database (two nodes' timers): while one
+/// signs the head it read, the other appends an event and checkpoints the
+/// newer head. The slower one then stores nothing, so checkpoints are
+/// stored in the order of their `seq` and an auditor who reads
+/// `GET /v1/audit/checkpoints?after_seq=<last seen>` misses none.
+fn a_checkpoint_of_an_older_head_never_lands_after_a_newer_one(db: Db) {
+    let Some(env) = Env::new(db, "checkpoint_of_an_older_head") else {
+        return;
+    };
+    env.init();
+    let app = env.app();
+    let (store, hsm, key) = (
+        &app.svc.store,
+        &app.hsm as &dyn Custody,
+        &app.svc.pki.keys.audit,
+    );
+    let ev = test_event("test.checkpoint", None, json!({ "i": 0 }));
+    store.write(|c| audit::append(c, env.now(), ev)).unwrap();
+    let older = audit_head(&app);
+    let other_node: During<'_> = Box::new(|| {
+        let ev = test_event("test.checkpoint", None, json!({ "i": 1 }));
+        store.write(|c| audit::append(c, env.now(), ev)).unwrap();
+        let cp = audit::make_checkpoint(store, hsm, key, env.now()).unwrap();
+        assert_eq!(
+            cp.map(|c| c.seq),
+            Some(older + 1),
+            "the other node checkpoints the newer head"
+        );
+    });
+    let slow = Interleaved {
+        inner: hsm,
+        during: Mutex::new(Some(other_node)),
+    };
+    let late = audit::make_checkpoint(store, &slow, key, env.now()).unwrap();
+    assert!(slow.during.lock().unwrap().is_none(), "the other node ran");
+    assert_eq!(
+        late,
+        None,
+        "a checkpoint of seq {older} stored after one of seq {}",
+        older + 1
+    );
+    let all = store
+        .read(|c| tmcs::store::audit_rows::checkpoints(c, 0, i64::MAX))
+        .unwrap();
+    assert_eq!(all.last().map(|c| c.seq), Some(older + 1));
+    assert!(all.iter().all(|c| c.seq != older), "{all:?}");
+    let report = audit::verify_store(store, &app.svc.pki.audit_public_key().unwrap(), &[]).unwrap();
+    assert_eq!(report.events, older + 1);
+}
+on_both_backends!(
+    audit_checkpoints_stored_in_seq_order,
+    a_checkpoint_of_an_older_head_never_lands_after_a_newer_one
+);
+
+/// The newest event's seq.
+fn audit_head(app: &tmcs::app::App) -> i64 {
+    app.svc
+        .store
+        .read(tmcs::store::audit_rows::head)
+        .unwrap()
+        .map_or(0, |(seq, _)| seq)
+}

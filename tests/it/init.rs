@@ -201,3 +201,40 @@ on_both_backends!(
     init_renews_due_certificates,
     init_renews_certificates_close_to_expiry
 );
+
+/// Two nodes migrating one fresh PostgreSQL database at once (each running
+/// `tmcs migrate`, or `tmcs init`, as it starts): they take turns, so each
+/// migration is applied once and neither fails.
+#[test]
+fn two_nodes_migrate_one_database_at_once() {
+    let Some(url) = crate::support::postgres_or_skip("two_nodes_migrate_one_database_at_once")
+    else {
+        return;
+    };
+    let settings = tmcs::store::StoreSettings {
+        url,
+        pool_size: 2,
+        connect_timeout: std::time::Duration::from_secs(10),
+        busy_timeout_ms: 10_000,
+    };
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let nodes: Vec<_> = (0..2)
+        .map(|_| {
+            let (settings, barrier) = (settings.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let store = tmcs::store::Store::open(&settings).unwrap();
+                barrier.wait();
+                store.migrate()
+            })
+        })
+        .collect();
+    let mut applied: Vec<String> = Vec::new();
+    for n in nodes {
+        applied.extend(n.join().unwrap().expect("a node's migration failed"));
+    }
+    let store = tmcs::store::Store::open(&settings).unwrap();
+    assert!(!store.has_pending_migrations().unwrap());
+    let unique: std::collections::BTreeSet<&String> = applied.iter().collect();
+    assert_eq!(unique.len(), applied.len(), "applied twice: {applied:?}");
+    assert_eq!(applied.len(), store.applied_migrations().unwrap());
+}

@@ -55,6 +55,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    cli::init_openssl();
     match cli::parse::<Cli>("tmcs-tools") {
         Ok(c) => cli::exit(run(c)),
         Err(code) => code,

@@ -117,6 +117,8 @@ async fn fsp_and_bank_trip_settles_with_a_signed_receipt() {
         .unwrap();
     assert!(v["ims"].as_str().unwrap().contains("<sign>"), "{v}");
     assert!(v.get("reason").is_none(), "{v}");
+    // The outcomes are enqueued with `settled` and sent after it.
+    told(&t, &format!("{id}:settled")).await;
 
     let fsp = t.sims.fsp.get(&t.operator, "/stats").await.unwrap();
     assert_eq!(
