@@ -8,4 +8,5 @@ pub mod demo;
 pub mod loadgen;
 pub mod ocsp_bench;
 pub mod sim;
+pub mod submit_bench;
 pub mod trip;

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use tmcs::app::AppError;
 use tmcs::cli::{self, Failure, ToolCommand};
 
-use tmcs_tools::{bench, demo, ocsp_bench, sim};
+use tmcs_tools::{bench, demo, ocsp_bench, sim, submit_bench};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +64,14 @@ fn run(c: Cli) -> Result<(), Failure> {
         ToolCommand::Bench(a) if a.scenario == "ocsp" => {
             run_ocsp_bench(c.config.as_deref(), a.seconds)
         }
+        ToolCommand::Bench(a) if a.scenario == "submit" => run_submit_bench(
+            c.config.as_deref(),
+            bench::BenchOpts {
+                seconds: a.seconds,
+                handsets: a.handsets,
+                floor_seconds: a.floor_seconds,
+            },
+        ),
         ToolCommand::Bench(a) if a.scenario == "relay" => run_relay_bench(
             c.config.as_deref(),
             bench::BenchOpts {
@@ -133,6 +141,25 @@ fn run_relay_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), 
     cli::init_logging(&cfg, "error");
     let report =
         bench::run_relay(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
+    println!("{report}");
+    Ok(())
+}
+
+/// Submissions alone: the payers are activated with cheap argon2
+/// parameters (a submission never hashes a PIN), so the setup stays short.
+fn run_submit_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failure> {
+    let dir = temp_dir()?;
+    let cfg = local_config(
+        config,
+        dir.path(),
+        &[
+            ("TMCS_PIN__ARGON2_MEMORY_KIB", "1024"),
+            ("TMCS_PIN__ARGON2_ITERATIONS", "1"),
+        ],
+    )?;
+    cli::init_logging(&cfg, "error");
+    let report =
+        submit_bench::run(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
     println!("{report}");
     Ok(())
 }
