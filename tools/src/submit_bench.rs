@@ -152,6 +152,19 @@ fn floor(
     Ok((per_s, threads))
 }
 
+/// CPU time this process (the service and the load generator) has used,
+/// from `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name in parentheses; utime and stime are
+    // the 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: f64 = f.next()?.parse().ok()?;
+    let stime: f64 = f.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn accepted(body: &[u8]) -> bool {
     body.windows(b"\"request_id\"".len())
         .any(|w| w == b"\"request_id\"")
@@ -204,7 +217,9 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
         each_once: true,
         tls: Some((connector, "localhost".into())),
     };
+    let cpu_before = cpu_seconds();
     let report = loadgen::run_load(addr, &requests, &load).await;
+    let cpu = cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
     local.stop().await;
     drop(requests);
 
@@ -228,6 +243,9 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
         "floor_per_s": round2(floor_per_s),
         "floor_threads": floor_threads,
         "ratio": round2(if floor_per_s > 0.0 { per_s / floor_per_s } else { 0.0 }),
+        "cpu_ms_per_submission": cpu
+            .filter(|_| report.ok > 0)
+            .map(|c| round2(c * 1000.0 / report.ok as f64)),
         "errors": report.errors,
         "reconnects": report.reconnects,
     }))
