@@ -6,8 +6,9 @@
 //!   turns inside the process: one writer connection behind a lock handed
 //!   over in arrival order, whose transaction begins `IMMEDIATE` (the
 //!   database write lock from the first statement), so they queue instead
-//!   of meeting in SQLite's busy handler; on PostgreSQL each writer has its
-//!   own pooled connection;
+//!   of meeting in SQLite's busy handler, and WAL checkpoints run in a
+//!   thread of their own; on PostgreSQL each writer has its own pooled
+//!   connection;
 //! * repositories (`keys`, `certs`, `clients`, `audit_rows`) are plain
 //!   functions over `&mut DbConn`, so domain code composes them in one
 //!   transaction.
@@ -173,26 +174,17 @@ struct Writer {
     _checkpoints: mpsc::Sender<()>,
 }
 
-/// The writer's page cache (KiB). Its pages stay valid from one transaction
-/// to the next (the writer made every change since), so it can hold the hot
-/// part of what a submission writes: the pages of the random request ids
-/// and replay keys, the daily totals, the audit chain's tail. Pool
-/// connections keep SQLite's default (2 MiB): under WAL a reader drops its
-/// whole cache whenever another connection has committed, so more would
-/// only cost memory. None of them maps the file (`mmap_size` stays 0): a
-/// reader would unmap it at every such change, and under a steady write
-/// load the unmapping (and the TLB shootdowns it costs on every core) took
-/// more than the reads it saved.
-const WRITER_CACHE_KIB: u32 = 64 * 1024;
-
 /// How often the WAL is copied back into the database file, outside any
 /// write transaction (`PRAGMA wal_checkpoint(PASSIVE)`).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// The writer checkpoints itself only past this many WAL pages, if the
-/// checkpoint thread ever falls that far behind (SQLite's default is 1,000,
-/// which at a thousand submissions a second put a checkpoint, and its
-/// fsyncs, inside every hundredth write transaction).
+/// The writer checkpoints itself only past this many WAL pages (SQLite's
+/// default is 1,000, which at a thousand submissions a second put a
+/// checkpoint, and its fsyncs, inside every hundredth write transaction).
+/// It still has to now and then: the WAL starts over only when a writer
+/// begins with every frame copied back, which under a steady write load is
+/// rarely so between the checkpoint thread's passes; by then the thread has
+/// copied nearly all of them.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
 
 /// The size the WAL file is cut back to after it was reset (bytes).
@@ -224,8 +216,13 @@ impl Writer {
         let mut c = manager
             .establish()
             .map_err(|e| StoreError::Pool(e.to_string()))?;
+        // The page cache stays SQLite's default (2 MiB) and nothing maps the
+        // file (`mmap_size` 0), as measured with `tmcs bench --scenario
+        // submit`: a larger writer cache made every commit slower (SQLite
+        // walks the cache's hash table when a write transaction ends), and
+        // a map cost more than it saved, since under WAL a reader unmaps it
+        // (and drops its cache) whenever another connection has committed.
         for pragma in [
-            format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"),
             format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}"),
             format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}"),
         ] {

@@ -1,8 +1,9 @@
 //! The write path of issue #11 on both backends: the payer's running daily
-//! total equals the sum it replaced after every transition the lifecycle
-//! allows, and never passes the limit under concurrent writers; SQLite
-//! writers of one process take turns (without SQLite's busy handler),
-//! PostgreSQL writers do not wait for each other.
+//! total starts as the sum it replaced (migration 000010) and stays equal
+//! to it after every transition the lifecycle allows, and never passes the
+//! limit under concurrent writers; SQLite writers of one process take turns
+//! (without SQLite's busy handler), PostgreSQL writers do not wait for each
+//! other.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -74,6 +75,16 @@ fn submit(c: &mut tmcs::store::DbConn, row: &RequestRow, max: i64) -> Result<boo
     }
 }
 
+/// The payer's stored total of `day` in EUR.
+fn total_of(c: &mut tmcs::store::DbConn, payer: &str, day: &str) -> Result<i64, StoreError> {
+    let key = DayKey {
+        subscriber_id: payer,
+        currency: "EUR",
+        day,
+    };
+    daily_totals::total(c, &key)
+}
+
 type Day = (String, String, String);
 
 /// The sum the running totals replaced, per (payer, currency, day), and the
@@ -115,6 +126,76 @@ fn assert_totals_are_sums(store: &Store, when: &str) {
     let (sums, totals) = sums_and_totals(store);
     assert_eq!(totals, sums, "after {when}");
 }
+
+/// Requests made before migration 000010 are counted by it: per payer,
+/// currency and day, the amounts of those in a counting status.
+fn the_migration_counts_the_requests_already_made(db: Db) {
+    use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+    const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+    const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgresql");
+    let Some(env) = Env::new(db, "the_migration_counts_the_requests_already_made") else {
+        return;
+    };
+    let store = Store::open(&tmcs::app::store_settings(&env.cfg)).unwrap();
+    let before_totals = 9;
+    store
+        .read(|c| -> Result<(), StoreError> {
+            for _ in 0..before_totals {
+                match c {
+                    tmcs::store::DbConn::Sqlite(c) => c.run_next_migration(SQLITE),
+                    tmcs::store::DbConn::Pg(c) => c.run_next_migration(POSTGRES),
+                }
+                .map_err(|e| StoreError::Migration(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (a, b) = (unique("payer-a-"), unique("payer-b-"));
+    let made = [
+        (&a, "2026-12-01", 100, RequestStatus::PendingAuthorization),
+        (&a, "2026-12-01", 200, RequestStatus::Signed),
+        (&a, "2026-12-01", 400, RequestStatus::Declined),
+        (&a, "2026-12-01", 800, RequestStatus::Expired),
+        (&a, "2026-12-01", 1_600, RequestStatus::Settled),
+        (&a, "2026-12-01", 3_200, RequestStatus::Failed),
+        (&a, "2026-12-02", 10, RequestStatus::Relayed),
+        (&a, "2026-12-02", 20, RequestStatus::Signing),
+        (&b, "2026-12-01", 5, RequestStatus::RolledBack),
+    ];
+    store
+        .write(|c| -> Result<(), StoreError> {
+            for (payer, day, amount, status) in made {
+                let mut row = request(payer, day, amount);
+                row.status = status;
+                diesel::insert_into(schema::requests::table)
+                    .values(row)
+                    .execute(c)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let applied = store.migrate().unwrap();
+    assert!(
+        applied
+            .first()
+            .is_some_and(|m| m.contains("20261202000010")),
+        "{applied:?}"
+    );
+    let total = |payer: &str, day| store.read(|c| total_of(c, payer, day)).unwrap();
+    assert_eq!(
+        (
+            total(&a, "2026-12-01"),
+            total(&a, "2026-12-02"),
+            total(&b, "2026-12-01")
+        ),
+        (1_900, 30, 0)
+    );
+    assert_totals_are_sums(&store, "the migration");
+}
+on_both_backends!(
+    the_migration_counts_the_requests_already_made,
+    the_migration_counts_the_requests_already_made
+);
 
 /// The shortest way from `pending_authorization` to `to`.
 fn path_to(to: RequestStatus) -> Vec<RequestStatus> {
@@ -171,15 +252,8 @@ fn daily_totals_follow_every_transition(db: Db) {
         assert!(!moved);
         assert_totals_are_sums(&store, &format!("a repeated {from} → {to}"));
     }
-    let key = |day| DayKey {
-        subscriber_id: &payer,
-        currency: "EUR",
-        day,
-    };
     assert_eq!(
-        store
-            .read(|c| daily_totals::total(c, &key("2026-12-03")))
-            .unwrap(),
+        store.read(|c| total_of(c, &payer, "2026-12-03")).unwrap(),
         700,
         "other days' requests never move today's total"
     );
@@ -260,18 +334,7 @@ fn writers_never_meet_the_busy_handler(db: Db) {
             });
         }
     });
-    let total = store
-        .read(|c| {
-            daily_totals::total(
-                c,
-                &DayKey {
-                    subscriber_id: &payer,
-                    currency: "EUR",
-                    day: "2026-12-02",
-                },
-            )
-        })
-        .unwrap();
+    let total = store.read(|c| total_of(c, &payer, "2026-12-02")).unwrap();
     assert_eq!(total, 400);
 }
 on_both_backends!(
@@ -326,18 +389,7 @@ fn writers_take_turns_on_sqlite_only(db: Db) {
         }
     });
     let read_inside = store
-        .write(|_| {
-            store.read(|c| {
-                daily_totals::total(
-                    c,
-                    &DayKey {
-                        subscriber_id: "x",
-                        currency: "EUR",
-                        day: "d",
-                    },
-                )
-            })
-        })
+        .write(|_| store.read(|c| total_of(c, "x", "d")))
         .unwrap();
     assert_eq!(read_inside, 0);
     if db == Db::Sqlite {
