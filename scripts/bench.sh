@@ -5,7 +5,11 @@
 #   relay    payments through the FSP and bank simulators (mode fsp+bank):
 #            signed→settled per second and p99, beside the authorisations of
 #            the same run (RELAY_SECONDS, default 10);
-#   ocsp     the plain-HTTP OCSP responder against `openssl ocsp -index`.
+#   ocsp     the plain-HTTP OCSP responder against `openssl ocsp -index`;
+#   submit   FSP submissions alone, 8 mTLS clients, against the in-process
+#            rate of parsing the iMS and checking its two signatures; on
+#            SQLite, then on PostgreSQL when a cluster is reachable
+#            (SUBMIT_SECONDS, default 10).
 # Extra arguments go to the signing runs of `tmcs bench` (e.g. --seconds 30
 # --handsets 32), which runs `tmcs-tools bench`; both come from
 # `cargo build --release --workspace`. OCSP_SECONDS sets the OCSP phase (10).
@@ -23,3 +27,10 @@ else
 fi
 "$bin" bench --scenario relay --seconds "${RELAY_SECONDS:-10}"
 "$bin" bench --scenario ocsp --seconds "${OCSP_SECONDS:-10}"
+"$bin" bench --scenario submit --seconds "${SUBMIT_SECONDS:-10}"
+if [ -n "${PGHOST:-}" ]; then
+  db="tmcs_submit_$$"
+  psql -q -d postgres -c "CREATE DATABASE $db" >/dev/null
+  TMCS_DATABASE__URL="postgres://${PGUSER:-postgres}:${PGPASSWORD:-}@${PGHOST}:${PGPORT:-5432}/$db" \
+    "$bin" bench --scenario submit --seconds "${SUBMIT_SECONDS:-10}"
+fi

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use openssl::pkey::{PKey, Public};
 use serde_json::{json, Value};
 
-use crate::bench::BenchOpts;
-use crate::demo::{fail, register_party, DemoError, Party};
+use crate::demo::{bench_parties, fail, DemoError, Party};
 use crate::loadgen::{self, Load, Req};
 use crate::trip::{activate_handsets, Terms};
 use tmcs::clock::SharedClock;
@@ -30,9 +29,16 @@ pub const PAYERS: usize = 256;
 const PER_SECOND: u64 = 5_000;
 const PIN: &str = "480263";
 
-pub fn run(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
+/// Runs the scenario: the timed phase for `seconds`, then the floor for
+/// `floor_seconds`.
+pub fn run(
+    cfg: Config,
+    clock: SharedClock,
+    seconds: u64,
+    floor_seconds: u64,
+) -> Result<Value, DemoError> {
     let system = actix_web::rt::System::new();
-    system.block_on(run_async(cfg, clock, opts))
+    system.block_on(run_async(cfg, clock, seconds, floor_seconds))
 }
 
 fn round2(x: f64) -> f64 {
@@ -170,25 +176,21 @@ fn accepted(body: &[u8]) -> bool {
         .any(|w| w == b"\"request_id\"")
 }
 
-async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<Value, DemoError> {
+async fn run_async(
+    cfg: Config,
+    clock: SharedClock,
+    seconds: u64,
+    floor_seconds: u64,
+) -> Result<Value, DemoError> {
     let local = crate::demo::start_local(&cfg, clock).await?;
-    let crate::demo::Local {
-        app,
-        base,
-        ca,
-        anon,
-        operator,
-        ..
-    } = &local;
-    let (merchant, _) =
-        register_party(base, operator, "Bench.Shop@merchant.bench", "merchant").await?;
-    let (fsp, _) = register_party(base, operator, "Bench.FSP@fsp.bench", "fsp").await?;
-    let payers: Vec<String> = activate_handsets(base, operator, anon, 2, PAYERS, PIN)
+    let (app, base) = (&local.app, &local.base);
+    let (merchant, fsp) = bench_parties(&local).await?;
+    let payers: Vec<String> = activate_handsets(base, &local.operator, &local.anon, 2, PAYERS, PIN)
         .await?
         .into_iter()
         .map(|h| h.msisdn)
         .collect();
-    let n = usize::try_from(opts.seconds.saturating_mul(PER_SECOND)).unwrap_or(usize::MAX);
+    let n = usize::try_from(seconds.saturating_mul(PER_SECOND)).unwrap_or(usize::MAX);
     let now = app.svc.clock.now();
     let bodies = messages(&merchant, &fsp, &payers, n, now)?;
     let requests: Vec<Req> = bodies
@@ -207,11 +209,11 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
         .ok_or_else(|| fail(format!("no port in {base}")))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let key_pem = party_key_pem(&fsp)?;
-    let connector = tmcs_client::https::connector_pem(ca, &fsp.cert_pem, &key_pem)
+    let connector = tmcs_client::https::connector_pem(&local.ca, &fsp.cert_pem, &key_pem)
         .map_err(|e| fail(format!("FSP TLS client: {e}")))?;
     let load = Load {
         connections: CLIENTS,
-        duration: Duration::from_secs(opts.seconds),
+        duration: Duration::from_secs(seconds),
         status: 202,
         check: accepted,
         each_once: true,
@@ -223,7 +225,6 @@ async fn run_async(cfg: Config, clock: SharedClock, opts: BenchOpts) -> Result<V
     local.stop().await;
     drop(requests);
 
-    let floor_seconds = opts.floor_seconds;
     let (floor_per_s, floor_threads) =
         actix_web::rt::task::spawn_blocking(move || floor(&bodies, &merchant, &fsp, floor_seconds))
             .await
