@@ -10,6 +10,10 @@
 #            certificates, payers drawn at random from all of them, at
 #            N = 1,000 and N = 100,000 (POPULATIONS overrides; POP_SECONDS
 #            sets each timed phase, default 20).
+#   submit   FSP submissions alone, 8 mTLS clients, against the in-process
+#            rate of parsing the iMS and checking its two signatures; on
+#            SQLite, then on PostgreSQL when a cluster is reachable
+#            (SUBMIT_SECONDS, default 10).
 # Extra arguments go to the signing runs of `tmcs bench` (e.g. --seconds 30
 # --handsets 32), which runs `tmcs-tools bench`; both come from
 # `cargo build --release --workspace`. OCSP_SECONDS sets the OCSP phase (10).
@@ -34,3 +38,10 @@ else
 fi
 "$bin" bench --scenario relay --seconds "${RELAY_SECONDS:-10}"
 "$bin" bench --scenario ocsp --seconds "${OCSP_SECONDS:-10}"
+"$bin" bench --scenario submit --seconds "${SUBMIT_SECONDS:-10}"
+if [ -n "${PGHOST:-}" ]; then
+  db="tmcs_submit_$$"
+  psql -q -d postgres -c "CREATE DATABASE $db" >/dev/null
+  TMCS_DATABASE__URL="postgres://${PGUSER:-postgres}:${PGPASSWORD:-}@${PGHOST}:${PGPORT:-5432}/$db" \
+    "$bin" bench --scenario submit --seconds "${SUBMIT_SECONDS:-10}"
+fi

@@ -106,8 +106,8 @@ pub struct DemoArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// What to measure: `signing`, `ocsp` or `relay`.
-    #[arg(long, default_value = "signing", value_parser = ["signing", "ocsp", "relay"])]
+    /// What to measure: `signing`, `ocsp`, `relay` or `submit`.
+    #[arg(long, default_value = "signing", value_parser = ["signing", "ocsp", "relay", "submit"])]
     pub scenario: String,
     /// Length of the timed phase.
     #[arg(long, default_value_t = 20)]

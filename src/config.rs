@@ -106,7 +106,8 @@ pub struct DatabaseSection {
     pub url: String,
     pub pool_size: u32,
     pub connect_timeout_seconds: u64,
-    /// SQLite only: how long a writer waits for the lock.
+    /// SQLite only: how long a writer waits for the lock held by another
+    /// process (the writers of one process take turns before they begin).
     pub busy_timeout_ms: u64,
 }
 

@@ -145,6 +145,12 @@ impl RequestStatus {
         RequestStatus::Settled,
     ];
 
+    /// Whether a request in this status counts against the payer's limits
+    /// (one of [`RequestStatus::COUNTING`]).
+    pub fn counts(self) -> bool {
+        Self::COUNTING.contains(&self)
+    }
+
     /// Still waiting for the handset, or claimed for signing: the only
     /// statuses that expire.
     pub const AWAITING: &'static [RequestStatus] =
@@ -404,6 +410,41 @@ mod tests {
             assert!(pg.contains(&clause), "PostgreSQL lacks CHECK ({clause})");
             assert!(lite.contains(&clause), "SQLite lacks CHECK ({clause})");
         }
+    }
+
+    /// Migration 000010 fills the running daily totals from the requests in
+    /// exactly the counting statuses, on both backends; the transitions that
+    /// move a total are those that cross that set.
+    #[test]
+    fn daily_totals_count_the_counting_statuses() {
+        let values: Vec<&str> = RequestStatus::COUNTING.iter().map(|s| s.as_str()).collect();
+        let clause = format!("status IN ({})", sql_list(&values));
+        for up in [
+            include_str!("../migrations/postgresql/2026-12-02-000010_daily_totals/up.sql"),
+            include_str!("../migrations/sqlite/2026-12-02-000010_daily_totals/up.sql"),
+        ] {
+            assert!(up.contains(&clause), "the backfill lacks {clause}");
+        }
+        use RequestStatus::*;
+        let crossing: Vec<_> = RequestStatus::TRANSITIONS
+            .iter()
+            .filter(|(from, to)| from.counts() != to.counts())
+            .copied()
+            .collect();
+        assert_eq!(
+            crossing,
+            [
+                (PendingAuthorization, Declined),
+                (PendingAuthorization, Expired),
+                (Signing, Failed),
+                (Signing, Expired),
+                (Signed, Failed),
+                (Relayed, RolledBack),
+                (Relayed, Failed),
+                (Failed, Relayed),
+                (Failed, Settled),
+            ]
+        );
     }
 
     #[test]

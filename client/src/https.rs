@@ -48,6 +48,24 @@ pub fn https_client_pem(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<awc::Client, openssl::error::ErrorStack> {
+    Ok(finish(identity_pem(ca_pem, cert_pem, key_pem)?))
+}
+
+/// The TLS settings of [`https_client_pem`] as an OpenSSL connector, for
+/// callers that speak HTTP themselves (the benchmark's load generator).
+pub fn connector_pem(
+    ca_pem: &Path,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<SslConnector, openssl::error::ErrorStack> {
+    Ok(identity_pem(ca_pem, cert_pem, key_pem)?.build())
+}
+
+fn identity_pem(
+    ca_pem: &Path,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<SslConnectorBuilder, openssl::error::ErrorStack> {
     let mut b = builder(ca_pem)?;
     let mut chain = X509::stack_from_pem(cert_pem.as_bytes())?.into_iter();
     if let Some(leaf) = chain.next() {
@@ -59,5 +77,5 @@ pub fn https_client_pem(
     let key = PKey::private_key_from_pem(key_pem.as_bytes())?;
     b.set_private_key(&key)?;
     b.check_private_key()?;
-    Ok(finish(b))
+    Ok(b)
 }

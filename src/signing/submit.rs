@@ -15,6 +15,7 @@ use crate::error::{internal, reject, DomainError, DomainResult};
 use crate::ims::{ImsMessage, PartyId, PartyRole};
 use crate::keycache::{self, CachedKey};
 use crate::states::{CertStatus, PartyKind, RequestStatus};
+use crate::store::daily_totals::{self, DayKey};
 use crate::store::parties::{self, PartyRow};
 use crate::store::requests::{self, RequestRow};
 use crate::store::subscribers::{self, SubscriberRow};
@@ -304,23 +305,30 @@ fn submit_inner(
             return Ok(same);
         }
         // The one signer check; its row lock makes submissions of one payer
-        // take turns, so the daily sum stays true.
+        // take turns.
         subscriber::lock_signer(c, &payer_row.id, max, now)?;
-        let spent = requests::day_total(c, &payer_row.id, &row.currency, &day)?;
+        // The day's running total takes the amount only if it stays within
+        // the limit (a conditional update, undone if this transaction is).
         let daily = i64::try_from(limits.daily_max).unwrap_or(i64::MAX);
-        if spent.saturating_add(row.amount_minor) > daily {
+        let day_key = DayKey {
+            subscriber_id: &payer_row.id,
+            currency: &row.currency,
+            day: &day,
+        };
+        let Some(counted) = daily_totals::count_within(c, &day_key, row.amount_minor, daily)?
+        else {
             return Err(reject(
                 Problem::LimitExceeded,
                 "the payer's daily limit would be exceeded",
             ));
-        }
+        };
         // `alias:<alias>` names an active instrument of this payer (CONTRACT
         // §12); its row is locked, so a disconnection either happened
         // before or waits for this transaction.
         let mut row = row.clone();
         row.instrument_id =
             crate::relay::instruments::resolve(c, &payer_row.id, &m.account_payable)?.map(|i| i.id);
-        requests::insert(c, &row)?;
+        requests::insert(c, &row, counted)?;
         audit::append(
             c,
             now,

@@ -35,7 +35,7 @@ impl Backend {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Manager {
     pub(crate) url: String,
     pub(crate) backend: Backend,

@@ -2,8 +2,13 @@
 //! one migration set per backend, embedded in the binary.
 //!
 //! * [`Store::read`] runs a closure on a pooled connection;
-//! * [`Store::write`] runs it in a transaction that on SQLite takes the write
-//!   lock first, so concurrent writers queue instead of failing;
+//! * [`Store::write`] runs it in one transaction. On SQLite, writers take
+//!   turns inside the process: one writer connection behind a lock handed
+//!   over in arrival order, whose transaction begins `IMMEDIATE` (the
+//!   database write lock from the first statement), so they queue instead
+//!   of meeting in SQLite's busy handler, and WAL checkpoints run in a
+//!   thread of their own; on PostgreSQL each writer has its own pooled
+//!   connection;
 //! * repositories (`keys`, `certs`, `clients`, `audit_rows`) are plain
 //!   functions over `&mut DbConn`, so domain code composes them in one
 //!   transaction.
@@ -12,6 +17,7 @@ pub mod audit_rows;
 pub mod certs;
 pub mod clients;
 mod conn;
+pub mod daily_totals;
 pub mod deliveries;
 pub mod instruments;
 pub mod keys;
@@ -23,6 +29,8 @@ pub mod schema;
 pub mod subscribers;
 pub mod wrapped;
 
+use std::cell::Cell;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use diesel::connection::Connection;
@@ -51,6 +59,10 @@ pub enum StoreError {
     /// A state change the lifecycle does not allow (a bug, never a write).
     #[error("illegal state change: {0}")]
     IllegalTransition(String),
+    /// `Store::write` called inside a write transaction (a bug: on SQLite
+    /// it would wait for itself).
+    #[error("a write transaction was started inside another one")]
+    NestedWrite,
 }
 
 impl StoreError {
@@ -148,6 +160,179 @@ pub struct StoreSettings {
 pub struct Store {
     pool: Pool<Manager>,
     backend: Backend,
+    /// SQLite only: the connection every write goes through.
+    writer: Option<Arc<Writer>>,
+}
+
+/// SQLite's one writer connection in this process. Its lock is taken before
+/// `BEGIN IMMEDIATE` and handed to the longest waiter when released, so
+/// writers queue in arrival order instead of sleeping in SQLite's busy
+/// handler (whose growing sleeps made the tail latencies). Another process
+/// writing the same file still meets `busy_timeout`.
+struct Writer {
+    manager: Manager,
+    /// `None` after the connection broke; the next write opens a new one.
+    conn: parking_lot::Mutex<Option<DbConn>>,
+    /// Stops the checkpoint thread when the last clone of the store goes.
+    _checkpoints: mpsc::Sender<()>,
+}
+
+/// How often the WAL is copied back into the database file, outside any
+/// write transaction (`PRAGMA wal_checkpoint(PASSIVE)`).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The writer checkpoints itself only past this many WAL pages (SQLite's
+/// default is 1,000, which at a thousand submissions a second put a
+/// checkpoint, and its fsyncs, inside every hundredth write transaction).
+/// It still has to now and then: the WAL starts over only when a writer
+/// begins with every frame copied back, which under a steady write load is
+/// rarely so between the checkpoint thread's passes; by then the thread has
+/// copied nearly all of them.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 20_000;
+
+/// The size the WAL file is cut back to after it was reset (bytes).
+const WAL_SIZE_LIMIT: u64 = 64 << 20;
+
+thread_local! {
+    /// Set while this thread runs a SQLite write transaction.
+    static IN_WRITE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears [`IN_WRITE`] when the write ends, however it ends.
+struct InWrite;
+
+impl InWrite {
+    fn enter() -> Option<InWrite> {
+        (!IN_WRITE.with(|w| w.replace(true))).then_some(InWrite)
+    }
+}
+
+impl Drop for InWrite {
+    fn drop(&mut self) {
+        IN_WRITE.with(|w| w.set(false));
+    }
+}
+
+impl Writer {
+    /// A connection set up for writing.
+    fn connect(manager: &Manager) -> DbResult<DbConn> {
+        let mut c = manager
+            .establish()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        // The page cache stays SQLite's default (2 MiB) and nothing maps the
+        // file (`mmap_size` 0), as measured with `tmcs bench --scenario
+        // submit`: a larger writer cache made every commit slower (SQLite
+        // walks the cache's hash table when a write transaction ends), and
+        // a map cost more than it saved, since under WAL a reader unmaps it
+        // (and drops its cache) whenever another connection has committed.
+        for pragma in [
+            format!("PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}"),
+            format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}"),
+        ] {
+            diesel::sql_query(pragma).execute(&mut c)?;
+        }
+        Ok(c)
+    }
+
+    fn write<T, E>(&self, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError> + From<diesel::result::Error>,
+    {
+        let Some(_in_write) = InWrite::enter() else {
+            return Err(StoreError::NestedWrite.into());
+        };
+        let mut slot = self.conn.lock();
+        // A transaction left open (a panic inside `f`) or a broken one:
+        // start over on a new connection.
+        if slot
+            .as_mut()
+            .is_some_and(diesel::r2d2::R2D2Connection::is_broken)
+        {
+            *slot = None;
+        }
+        let c = match &mut *slot {
+            Some(c) => c,
+            empty => empty.insert(Writer::connect(&self.manager)?),
+        };
+        let result = immediate_transaction(c, f);
+        if diesel::r2d2::R2D2Connection::is_broken(c) {
+            *slot = None;
+        }
+        parking_lot::MutexGuard::unlock_fair(slot);
+        result
+    }
+}
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` every [`CHECKPOINT_EVERY`] on a
+/// connection of its own until the returned sender is dropped. A passive
+/// checkpoint waits for nobody and holds no lock a writer needs, so the
+/// copying and its fsyncs happen beside the writes, not inside one.
+fn spawn_checkpoints(manager: Manager) -> DbResult<mpsc::Sender<()>> {
+    #[derive(diesel::QueryableByName)]
+    struct Checkpoint {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        busy: i32,
+    }
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("tmcs-sqlite-checkpoint".into())
+        .spawn(move || {
+            let mut conn: Option<DbConn> = None;
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => match manager.establish() {
+                        Ok(c) => conn.insert(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "WAL checkpoint: no connection");
+                            continue;
+                        }
+                    },
+                };
+                match diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").load::<Checkpoint>(c) {
+                    Ok(rows) if rows.iter().any(|r| r.busy != 0) => {
+                        tracing::debug!("WAL checkpoint: busy");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                        conn = None;
+                    }
+                }
+            }
+        })
+        .map_err(|e| StoreError::Pool(format!("checkpoint thread: {e}")))?;
+    Ok(stop)
+}
+
+/// `f` in a transaction that begins `IMMEDIATE` on SQLite (it holds the
+/// write lock from the start, so it never has to upgrade a read lock) and
+/// plainly on PostgreSQL. Commits when `f` returns `Ok`.
+fn immediate_transaction<T, E>(
+    c: &mut DbConn,
+    f: impl FnOnce(&mut DbConn) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    type Manager = <DbConn as Connection>::TransactionManager;
+    let DbConn::Sqlite(lite) = c else {
+        return c.transaction(f);
+    };
+    AnsiTransactionManager::begin_transaction_sql(lite, "BEGIN IMMEDIATE")?;
+    match f(c) {
+        Ok(value) => {
+            Manager::commit_transaction(c)?;
+            Ok(value)
+        }
+        Err(e) => match Manager::rollback_transaction(c) {
+            // A broken transaction manager: the original error says more.
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(e),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -175,11 +360,22 @@ impl Store {
             backend,
             busy_timeout_ms: s.busy_timeout_ms,
         };
-        // Fail fast with the real cause instead of r2d2's generic timeout.
-        manager
-            .establish()
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
-        // Connections are made when a caller needs one, never in the
+        // Fail fast with the real cause instead of r2d2's generic timeout;
+        // on SQLite this is the writer's connection.
+        let writer = match backend {
+            Backend::Sqlite => Some(Arc::new(Writer {
+                conn: parking_lot::Mutex::new(Some(Writer::connect(&manager)?)),
+                _checkpoints: spawn_checkpoints(manager.clone())?,
+                manager: manager.clone(),
+            })),
+            Backend::Postgres => {
+                manager
+                    .establish()
+                    .map_err(|e| StoreError::Pool(e.to_string()))?;
+                None
+            }
+        };
+        // Pool connections are made when a caller needs one, never in the
         // background to keep some idle: a pool thread still connecting when
         // a short command (`tmcs audit verify`) returns would run into the
         // exit handlers of the libraries libpq uses (OpenSSL, Kerberos) and
@@ -191,7 +387,11 @@ impl Store {
             .test_on_check_out(backend == Backend::Postgres)
             .build(manager)
             .map_err(|e| StoreError::Pool(e.to_string()))?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -216,22 +416,22 @@ impl Store {
         f(&mut c)
     }
 
-    /// Runs `f` in one transaction; commits when it returns `Ok`.
+    /// Runs `f` in one transaction; commits when it returns `Ok`. On SQLite
+    /// the writers of this process take turns on one connection (see
+    /// [`Writer`]); `f` must not call `write` again (that is
+    /// [`StoreError::NestedWrite`]), though it may `read`.
     pub fn write<T, E>(&self, f: impl FnOnce(&mut DbConn) -> Result<T, E>) -> Result<T, E>
     where
         E: From<StoreError> + From<diesel::result::Error>,
     {
-        let mut pooled = self.conn()?;
-        let c: &mut DbConn = &mut pooled;
         revocation::transaction_ended(false);
-        let result = c.transaction(|c| {
-            if matches!(c, DbConn::Sqlite(_)) {
-                diesel::update(schema::write_lock::table)
-                    .set(schema::write_lock::n.eq(schema::write_lock::n + 1))
-                    .execute(c)?;
-            }
-            f(c)
-        });
+        let result = match &self.writer {
+            Some(w) => w.write(f),
+            None => self.conn().map_err(E::from).and_then(|mut pooled| {
+                let c: &mut DbConn = &mut pooled;
+                c.transaction(f)
+            }),
+        };
         revocation::transaction_ended(result.is_ok());
         result
     }
@@ -292,4 +492,59 @@ impl Store {
 /// Runs raw SQL on whichever backend `conn` is (for backend-specific statements).
 pub(crate) fn execute_raw(conn: &mut DbConn, sql: &str) -> DbResult<usize> {
     Ok(diesel::sql_query(sql).execute(conn)?)
+}
+
+/// SQLite's query plans, for the tests that keep the hot queries on their
+/// indexes.
+#[cfg(test)]
+pub(crate) mod plan {
+    use diesel::query_builder::{QueryFragment, QueryId};
+    use diesel::sqlite::Sqlite;
+    use diesel::RunQueryDsl;
+
+    use super::{DbConn, Store, StoreSettings};
+
+    /// A migrated SQLite store in a temporary directory (kept alive by the
+    /// returned guard).
+    pub fn sqlite_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreSettings {
+            url: format!("sqlite://{}", dir.path().join("plan.db").display()),
+            pool_size: 2,
+            connect_timeout: std::time::Duration::from_secs(5),
+            busy_timeout_ms: 1000,
+        })
+        .unwrap();
+        store.migrate().unwrap();
+        (dir, store)
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct Step {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+
+    /// The `detail` lines of `EXPLAIN QUERY PLAN` for `q` as diesel writes
+    /// it for SQLite (parameters left unbound: the plan does not depend on
+    /// them, the bundled SQLite being built with `SQLITE_ENABLE_QPSG`).
+    pub fn explain<Q: QueryFragment<Sqlite> + QueryId>(store: &Store, q: &Q) -> Vec<String> {
+        let sql = diesel::debug_query::<Sqlite, _>(q).to_string();
+        let sql = sql
+            .split(" -- binds:")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        store
+            .read(|c| -> Result<Vec<Step>, super::StoreError> {
+                let DbConn::Sqlite(c) = c else {
+                    unreachable!("a SQLite store")
+                };
+                Ok(diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}")).load(c)?)
+            })
+            .unwrap()
+            .into_iter()
+            .map(|s| s.detail)
+            .collect()
+    }
 }

@@ -2,10 +2,13 @@
 //! one of its named forms), which refuses a change that is not in
 //! [`RequestStatus::TRANSITIONS`] and applies an allowed one only if the row
 //! is still in the `from` status: a conditional per-field update, so
-//! concurrent callers on several nodes cannot both make it.
+//! concurrent callers on several nodes cannot both make it. A change into
+//! or out of the counting statuses moves the payer's daily total in the
+//! same transaction ([`super::daily_totals`]).
 
 use diesel::prelude::*;
 
+use super::daily_totals::{self, Counted, DayKey};
 use super::schema::requests;
 use super::{DbConn, DbResult, StoreError};
 use crate::states::RequestStatus;
@@ -68,12 +71,36 @@ pub fn by_replay_key(conn: &mut DbConn, key: &str) -> DbResult<Option<RequestRow
         .optional()?)
 }
 
-pub fn insert(conn: &mut DbConn, row: &RequestRow) -> DbResult<()> {
+/// Inserts a new request, whose amount `counted` added to its payer's
+/// daily total in this transaction ([`daily_totals::count_within`]).
+pub fn insert(conn: &mut DbConn, row: &RequestRow, counted: Counted) -> DbResult<()> {
     if row.status != RequestStatus::PendingAuthorization {
         return Err(StoreError::IllegalTransition(format!(
             "a request starts {}, not {}",
             RequestStatus::PendingAuthorization,
             row.status
+        )));
+    }
+    let Counted {
+        subscriber_id,
+        currency,
+        day,
+        amount_minor,
+    } = counted;
+    if (
+        subscriber_id.as_str(),
+        currency.as_str(),
+        day.as_str(),
+        amount_minor,
+    ) != (
+        row.subscriber_id.as_str(),
+        row.currency.as_str(),
+        row.limit_day.as_str(),
+        row.amount_minor,
+    ) {
+        return Err(StoreError::Corrupt(format!(
+            "request {}: counted against another total",
+            row.id
         )));
     }
     diesel::insert_into(requests::table)
@@ -86,33 +113,25 @@ fn texts(v: &[RequestStatus]) -> Vec<&'static str> {
     v.iter().map(|s| s.as_str()).collect()
 }
 
-/// Sum of the payer's counting requests in `currency` on `day`.
-pub fn day_total(
-    conn: &mut DbConn,
-    subscriber_id: &str,
-    currency: &str,
-    day: &str,
-) -> DbResult<i64> {
-    let amounts: Vec<i64> = requests::table
-        .filter(requests::subscriber_id.eq(subscriber_id))
-        .filter(requests::currency.eq(currency))
-        .filter(requests::limit_day.eq(day))
-        .filter(requests::status.eq_any(texts(RequestStatus::COUNTING)))
-        .select(requests::amount_minor)
-        .load(conn)?;
-    Ok(amounts.iter().fold(0i64, |a, b| a.saturating_add(*b)))
+/// The query of [`pending_for`] (a macro, so the plan test can show it to
+/// SQLite's planner). One range of `requests_subscriber_pending`
+/// (subscriber, status, expires_at): it reads this subscriber's pending
+/// requests only, however many others are pending.
+macro_rules! pending_query {
+    ($subscriber_id:expr, $now:expr) => {
+        requests::table
+            .filter(requests::subscriber_id.eq($subscriber_id))
+            .filter(requests::status.eq(RequestStatus::PendingAuthorization.as_str()))
+            .filter(requests::expires_at.ge($now))
+            .order(requests::created_at.asc())
+            .limit(50)
+            .select(RequestRow::as_select())
+    };
 }
 
 /// The subscriber's requests waiting for the handset, not yet expired.
 pub fn pending_for(conn: &mut DbConn, subscriber_id: &str, now: i64) -> DbResult<Vec<RequestRow>> {
-    Ok(requests::table
-        .filter(requests::subscriber_id.eq(subscriber_id))
-        .filter(requests::status.eq(RequestStatus::PendingAuthorization.as_str()))
-        .filter(requests::expires_at.ge(now))
-        .order(requests::created_at.asc())
-        .limit(50)
-        .select(RequestRow::as_select())
-        .load(conn)?)
+    Ok(pending_query!(subscriber_id, now).load(conn)?)
 }
 
 /// What a transition also writes.
@@ -169,6 +188,25 @@ pub fn transition_with(
             ))
             .execute(conn)?,
     };
+    if n == 1 && from.counts() != to.counts() {
+        // Leaving or re-entering the counting statuses moves the payer's
+        // total of the request's own day (not today's).
+        let (subscriber_id, currency, day, amount): (String, String, String, i64) = requests::table
+            .find(id)
+            .select((
+                requests::subscriber_id,
+                requests::currency,
+                requests::limit_day,
+                requests::amount_minor,
+            ))
+            .first(conn)?;
+        let key = DayKey {
+            subscriber_id: &subscriber_id,
+            currency: &currency,
+            day: &day,
+        };
+        daily_totals::adjust(conn, &key, if to.counts() { amount } else { -amount })?;
+    }
     Ok(n == 1)
 }
 
@@ -267,18 +305,25 @@ pub fn clear_end(conn: &mut DbConn, id: &str, now: i64) -> DbResult<()> {
     Ok(())
 }
 
+/// The query of [`ended_for`]: the first two columns of
+/// `requests_subscriber_pending`.
+macro_rules! ended_query {
+    ($subscriber_id:expr, $limit:expr) => {
+        requests::table
+            .filter(requests::subscriber_id.eq($subscriber_id))
+            .filter(requests::status.eq_any(texts(RequestStatus::ENDED)))
+            // An ended request is not written again except by the change that
+            // ends it anew (an operator's retry), which also sets updated_at.
+            .order((requests::updated_at.desc(), requests::id.asc()))
+            .limit($limit)
+            .select(RequestRow::as_select())
+    };
+}
+
 /// The subscriber's requests that ended (settled, rolled back, failed),
 /// newest first: the receipts.
 pub fn ended_for(conn: &mut DbConn, subscriber_id: &str, limit: i64) -> DbResult<Vec<RequestRow>> {
-    Ok(requests::table
-        .filter(requests::subscriber_id.eq(subscriber_id))
-        .filter(requests::status.eq_any(texts(RequestStatus::ENDED)))
-        // An ended request is not written again except by the change that
-        // ends it anew (an operator's retry), which also sets updated_at.
-        .order((requests::updated_at.desc(), requests::id.asc()))
-        .limit(limit)
-        .select(RequestRow::as_select())
-        .load(conn)?)
+    Ok(ended_query!(subscriber_id, limit).load(conn)?)
 }
 
 /// Requests past their expiry that never got a signature (at most `limit`).
@@ -290,4 +335,37 @@ pub fn overdue(conn: &mut DbConn, now: i64, limit: i64) -> DbResult<Vec<RequestR
         .limit(limit)
         .select(RequestRow::as_select())
         .load(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::plan::{explain, sqlite_store};
+
+    /// The handset's pending list reads one range of the subscriber's own
+    /// pending requests (issue #11: it used to walk every subscriber's
+    /// pending requests through `requests_status_expires` and sort them);
+    /// the receipts use the same index's first two columns.
+    #[test]
+    fn subscriber_queries_use_the_subscriber_index() {
+        let (_dir, store) = sqlite_store();
+        let plan = explain(&store, &pending_query!("s", 0i64));
+        assert!(
+            plan.iter().any(|s| s
+                == "SEARCH requests USING INDEX requests_subscriber_pending \
+                    (subscriber_id=? AND status=? AND expires_at>?)"),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|s| s.contains("requests_status_expires")),
+            "{plan:?}"
+        );
+        let plan = explain(&store, &ended_query!("s", 10i64));
+        assert!(
+            plan.iter().any(|s| s
+                == "SEARCH requests USING INDEX requests_subscriber_pending \
+                    (subscriber_id=? AND status=?)"),
+            "{plan:?}"
+        );
+    }
 }

@@ -192,6 +192,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    daily_totals (subscriber_id, currency, day) {
+        subscriber_id -> Text,
+        currency -> Text,
+        day -> Text,
+        total_minor -> BigInt,
+    }
+}
+
+diesel::table! {
     instruments (id) {
         id -> Text,
         subscriber_id -> Text,

@@ -17,3 +17,4 @@ mod ocsp;
 mod pkicheck;
 mod revocation;
 mod signing;
+mod write_path;

@@ -265,6 +265,15 @@ pub(crate) async fn register_party(
     register_party_with(base, operator, id, kind, None).await
 }
 
+/// The benchmarks' merchant and FSP, registered by CSR.
+pub(crate) async fn bench_parties(l: &Local) -> Result<(Party, Party), DemoError> {
+    let (base, operator) = (&l.base, &l.operator);
+    let (merchant, _) =
+        register_party(base, operator, "Bench.Shop@merchant.bench", "merchant").await?;
+    let (fsp, _) = register_party(base, operator, "Bench.FSP@fsp.bench", "fsp").await?;
+    Ok((merchant, fsp))
+}
+
 /// [`register_party`] with the party's `callback_url` (where the relay
 /// delivers to it).
 pub async fn register_party_with(

@@ -9,4 +9,5 @@ pub mod loadgen;
 pub mod ocsp_bench;
 pub mod population;
 pub mod sim;
+pub mod submit_bench;
 pub mod trip;

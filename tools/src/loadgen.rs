@@ -1,13 +1,20 @@
 //! A small HTTP/1.1 load generator: N connections, each sending one request
 //! after another (keep-alive when the server keeps the connection, a new
-//! connection when it closes it), for a fixed time. The same client drives
-//! tmcs and its baselines, so their figures compare.
+//! connection when it closes it), for a fixed time. Plain TCP, or TLS with
+//! a client certificate (mTLS). The same client drives tmcs and its
+//! baselines, so their figures compare.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use openssl::ssl::SslConnector;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
 
 /// One request to send: method, path, content type and body.
 #[derive(Debug, Clone)]
@@ -64,8 +71,8 @@ impl Report {
 }
 
 /// One answer: status, whether the server keeps the connection, the body.
-async fn exchange(
-    conn: &mut TcpStream,
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut S,
     request: &[u8],
     buf: &mut Vec<u8>,
 ) -> std::io::Result<(u16, bool, Vec<u8>)> {
@@ -116,7 +123,7 @@ async fn exchange(
 }
 
 /// Sends `requests` round-robin over `connections` connections for
-/// `duration`; `check` judges each answer's body.
+/// `duration`; `check` judges each answer's body (status 200).
 pub async fn run(
     addr: SocketAddr,
     requests: &[Req],
@@ -124,28 +131,114 @@ pub async fn run(
     duration: Duration,
     check: fn(&[u8]) -> bool,
 ) -> Report {
+    run_load(
+        addr,
+        requests,
+        &Load {
+            connections,
+            duration,
+            status: 200,
+            check,
+            each_once: false,
+            tls: None,
+        },
+    )
+    .await
+}
+
+/// How [`run_load`] sends.
+#[derive(Clone)]
+pub struct Load {
+    pub connections: usize,
+    /// The timed phase (shorter when `each_once` runs out of requests).
+    pub duration: Duration,
+    /// The answer's status that counts as success.
+    pub status: u16,
+    /// Judges a successful answer's body.
+    pub check: fn(&[u8]) -> bool,
+    /// Every request is sent once, in order, by whichever connection is
+    /// free (messages that must not repeat); otherwise round-robin.
+    pub each_once: bool,
+    /// TLS with this connector (its client certificate, if any) and this
+    /// server name.
+    pub tls: Option<(SslConnector, String)>,
+}
+
+type Connecting<S> = Pin<Box<dyn Future<Output = std::io::Result<S>>>>;
+
+/// Sends `requests` as `load` says; the report's time ends with the last
+/// answer.
+pub async fn run_load(addr: SocketAddr, requests: &[Req], load: &Load) -> Report {
     let host = addr.to_string();
-    let wire: Vec<Vec<u8>> = requests.iter().map(|r| r.bytes(&host)).collect();
-    let wire = std::sync::Arc::new(wire);
+    let wire: Rc<Vec<Vec<u8>>> = Rc::new(requests.iter().map(|r| r.bytes(&host)).collect());
+    match load.tls.clone() {
+        None => {
+            drive(wire, load, move || -> Connecting<TcpStream> {
+                Box::pin(tcp(addr))
+            })
+            .await
+        }
+        Some((connector, name)) => {
+            drive(wire, load, move || -> Connecting<SslStream<TcpStream>> {
+                let (connector, name) = (connector.clone(), name.clone());
+                Box::pin(async move {
+                    let ssl = connector
+                        .configure()
+                        .and_then(|c| c.into_ssl(&name))
+                        .map_err(std::io::Error::other)?;
+                    let mut s =
+                        SslStream::new(ssl, tcp(addr).await?).map_err(std::io::Error::other)?;
+                    Pin::new(&mut s)
+                        .connect()
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    Ok(s)
+                })
+            })
+            .await
+        }
+    }
+}
+
+async fn tcp(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(addr).await?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+async fn drive<S, C>(wire: Rc<Vec<Vec<u8>>>, load: &Load, connect: C) -> Report
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    C: Fn() -> Connecting<S> + Clone + 'static,
+{
     let start = Instant::now();
-    let deadline = start + duration;
+    let deadline = start + load.duration;
+    let next = Rc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for c in 0..connections {
-        let wire = wire.clone();
+    for c in 0..load.connections {
+        let (wire, next, connect) = (wire.clone(), next.clone(), connect.clone());
+        let (status, check, each_once) = (load.status, load.check, load.each_once);
         tasks.push(tokio::task::spawn_local(async move {
             let mut r = Report::default();
-            let mut conn: Option<TcpStream> = None;
+            let mut conn: Option<S> = None;
             let mut buf = Vec::with_capacity(16 * 1024);
             let mut i = c;
             while Instant::now() < deadline {
-                let Some(req) = wire.get(i % wire.len()) else {
+                let n = if each_once {
+                    next.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    i
+                };
+                let Some(req) = wire
+                    .get(n % wire.len())
+                    .filter(|_| !each_once || n < wire.len())
+                else {
                     break;
                 };
                 i += 1;
                 if conn.is_none() {
-                    match TcpStream::connect(addr).await {
+                    match connect().await {
                         Ok(s) => {
-                            let _ = s.set_nodelay(true);
                             conn = Some(s);
                             r.reconnects += 1;
                         }
@@ -159,7 +252,7 @@ pub async fn run(
                 let Some(s) = conn.as_mut() else { continue };
                 let t0 = Instant::now();
                 match exchange(s, req, &mut buf).await {
-                    Ok((200, keep, body)) if check(&body) => {
+                    Ok((st, keep, body)) if st == status && check(&body) => {
                         r.ok += 1;
                         r.latencies_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
                         if !keep {

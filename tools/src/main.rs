@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use tmcs::app::AppError;
 use tmcs::cli::{self, Failure, ToolCommand};
 
-use tmcs_tools::{bench, demo, ocsp_bench, sim};
+use tmcs_tools::{bench, demo, ocsp_bench, sim, submit_bench};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,6 +103,9 @@ fn run(c: Cli) -> Result<(), Failure> {
             },
             a.population,
         ),
+        ToolCommand::Bench(a) if a.scenario == "submit" => {
+            run_submit_bench(c.config.as_deref(), a.seconds, a.floor_seconds)
+        }
         ToolCommand::Bench(a) if a.scenario == "relay" => run_relay_bench(
             c.config.as_deref(),
             bench::BenchOpts {
@@ -150,12 +153,18 @@ fn temp_dir() -> Result<tempfile::TempDir, Failure> {
         .map_err(|e| Failure::failed(&AppError::Setup(format!("temporary data dir: {e}"))))
 }
 
-fn run_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failure> {
+/// Runs one benchmark in a fresh temporary data dir (with `extra`
+/// settings) and prints its JSON line.
+fn report(
+    config: Option<&Path>,
+    extra: &[(&str, &str)],
+    run: impl FnOnce(tmcs::config::Config, &Path) -> Result<serde_json::Value, demo::DemoError>,
+) -> Result<(), Failure> {
     let dir = temp_dir()?;
-    let cfg = local_config(config, dir.path(), &[])?;
+    let cfg = local_config(config, dir.path(), extra)?;
     cli::init_logging(&cfg, "error");
-    let report = bench::run(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
-    println!("{report}");
+    let line = run(cfg, dir.path()).map_err(|e| Failure::failed(&e))?;
+    println!("{line}");
     Ok(())
 }
 
@@ -164,40 +173,47 @@ fn run_population_bench(
     opts: bench::BenchOpts,
     population: usize,
 ) -> Result<(), Failure> {
-    let dir = temp_dir()?;
-    let cfg = local_config(config, dir.path(), &[])?;
-    cli::init_logging(&cfg, "error");
-    let report = tmcs_tools::population::run(cfg, demo::system_clock(), opts, population)
-        .map_err(|e| Failure::failed(&e))?;
-    println!("{report}");
-    Ok(())
+    report(config, &[], |cfg, _| {
+        tmcs_tools::population::run(cfg, demo::system_clock(), opts, population)
+    })
+}
+
+fn run_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failure> {
+    report(config, &[], |cfg, _| {
+        bench::run(cfg, demo::system_clock(), opts)
+    })
 }
 
 fn run_relay_bench(config: Option<&Path>, opts: bench::BenchOpts) -> Result<(), Failure> {
-    let dir = temp_dir()?;
-    let cfg = local_config(
-        config,
-        dir.path(),
-        &[
-            ("TMCS_RELAY__MODE", "fsp+bank"),
-            ("TMCS_RELAY__BANK", tmcs_tools::trip::BANK),
-        ],
-    )?;
-    cli::init_logging(&cfg, "error");
-    let report =
-        bench::run_relay(cfg, demo::system_clock(), opts).map_err(|e| Failure::failed(&e))?;
-    println!("{report}");
-    Ok(())
+    let relay = [
+        ("TMCS_RELAY__MODE", "fsp+bank"),
+        ("TMCS_RELAY__BANK", tmcs_tools::trip::BANK),
+    ];
+    report(config, &relay, |cfg, _| {
+        bench::run_relay(cfg, demo::system_clock(), opts)
+    })
+}
+
+/// Submissions alone: the payers are activated with cheap argon2
+/// parameters (a submission never hashes a PIN), so the setup stays short.
+fn run_submit_bench(
+    config: Option<&Path>,
+    seconds: u64,
+    floor_seconds: u64,
+) -> Result<(), Failure> {
+    let cheap_pins = [
+        ("TMCS_PIN__ARGON2_MEMORY_KIB", "1024"),
+        ("TMCS_PIN__ARGON2_ITERATIONS", "1"),
+    ];
+    report(config, &cheap_pins, |cfg, _| {
+        submit_bench::run(cfg, demo::system_clock(), seconds, floor_seconds)
+    })
 }
 
 fn run_ocsp_bench(config: Option<&Path>, seconds: u64) -> Result<(), Failure> {
-    let dir = temp_dir()?;
-    let cfg = local_config(config, dir.path(), &[])?;
-    cli::init_logging(&cfg, "error");
-    let report = ocsp_bench::run(cfg, demo::system_clock(), dir.path(), seconds)
-        .map_err(|e| Failure::failed(&e))?;
-    println!("{report}");
-    Ok(())
+    report(config, &[], |cfg, dir| {
+        ocsp_bench::run(cfg, demo::system_clock(), dir, seconds)
+    })
 }
 
 fn run_demo(config: Option<&Path>, keep: bool) -> Result<(), Failure> {

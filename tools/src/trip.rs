@@ -263,6 +263,41 @@ pub struct Terms<'a> {
     pub receivable: &'a str,
 }
 
+/// The iMS of `t` from `tel:<msisdn>` to `merchant` at `now`, signed by the
+/// merchant (M) and the FSP (F).
+pub fn message(
+    merchant: &Party,
+    fsp: &Party,
+    msisdn: &str,
+    t: &Terms<'_>,
+    now: time::OffsetDateTime,
+) -> Result<ImsMessage, DemoError> {
+    let mut m = ImsMessage {
+        tier: t.tier,
+        reference: Some(Ref::new(t.reference).map_err(|e| fail(e.to_string()))?),
+        from: format!("tel:{msisdn}")
+            .parse::<PartyId>()
+            .map_err(|e| fail(e.to_string()))?,
+        from_sign: None,
+        to: merchant
+            .id
+            .parse::<PartyId>()
+            .map_err(|e| fail(e.to_string()))?,
+        to_sign: None,
+        fsp_sign: None,
+        timestamp: now.replace_nanosecond(0).unwrap_or(now),
+        account_payable: t.payable.into(),
+        account_receivable: t.receivable.into(),
+        amount: Money::parse(t.amount).map_err(|e| fail(e.to_string()))?,
+    };
+    m.to_sign = Some(sign(&merchant.key, &m.canonical_m())?);
+    m.fsp_sign = Some(sign(
+        &fsp.key,
+        &m.canonical_f().map_err(|e| fail(e.to_string()))?,
+    )?);
+    Ok(m)
+}
+
 /// Who pays whom through which tmcs.
 pub struct Payment<'a> {
     pub base: &'a str,
@@ -304,32 +339,7 @@ impl Payment<'_> {
     /// The iMS of `t` from the handset's payer to the merchant, signed by
     /// the merchant (M) and the FSP (F).
     pub fn message(&self, h: &Handset, t: &Terms<'_>) -> Result<ImsMessage, DemoError> {
-        let now = self.clock.now();
-        let mut m = ImsMessage {
-            tier: t.tier,
-            reference: Some(Ref::new(t.reference).map_err(|e| fail(e.to_string()))?),
-            from: format!("tel:{}", h.msisdn)
-                .parse::<PartyId>()
-                .map_err(|e| fail(e.to_string()))?,
-            from_sign: None,
-            to: self
-                .merchant
-                .id
-                .parse::<PartyId>()
-                .map_err(|e| fail(e.to_string()))?,
-            to_sign: None,
-            fsp_sign: None,
-            timestamp: now.replace_nanosecond(0).unwrap_or(now),
-            account_payable: t.payable.into(),
-            account_receivable: t.receivable.into(),
-            amount: Money::parse(t.amount).map_err(|e| fail(e.to_string()))?,
-        };
-        m.to_sign = Some(sign(&self.merchant.key, &m.canonical_m())?);
-        m.fsp_sign = Some(sign(
-            &self.fsp.key,
-            &m.canonical_f().map_err(|e| fail(e.to_string()))?,
-        )?);
-        Ok(m)
+        message(self.merchant, self.fsp, &h.msisdn, t, self.clock.now())
     }
 
     /// The FSP submits the message of `t`: `(status, answer)`.

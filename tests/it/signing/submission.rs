@@ -391,6 +391,108 @@ on_both_backends_async!(
     daily_limit_is_reached_exactly_then_refused
 );
 
+/// The daily limit is kept as a running total per payer, currency and day
+/// (issue #11): a declined request frees its amount, and one made late on a
+/// day that expires after midnight frees that day, not the new one, whose
+/// limit is whole and stays taken.
+async fn daily_limit_frees_declined_and_expired_amounts_on_their_own_day(db: Db) {
+    let Some(fx) = Fx::start(db, "daily_limit_frees_on_own_day").await else {
+        return;
+    };
+    let payer = random_msisdn();
+    let (h, _) = fx.s.active_subscriber(&payer, PIN).await;
+    // 23:59:00 UTC; requests live 120 s.
+    let now = fx.now();
+    let mut eve = now.replace_time(time::Time::from_hms(23, 59, 0).unwrap());
+    if eve < now {
+        eve += time::Duration::days(1);
+    }
+    fx.env.clock.advance(eve - now);
+    let pay = |amount: &str, reference: &str| {
+        let tier = if amount == "EUR0.01" {
+            "small"
+        } else {
+            "large"
+        };
+        fx.signed(&payer, tier, amount, reference)
+    };
+    let a = fx.submit_ok(&pay("EUR10000.00", "R-eve-a")).await;
+    fx.submit_ok(&pay("EUR10000.00", "R-eve-b")).await;
+    fx.refused(&pay("EUR0.01", "R-eve-c").to_xml(), 403, "limit.exceeded")
+        .await;
+    let decline = |id: String| {
+        let path = format!("/v1/handset/requests/{id}/decline");
+        let (fx, h) = (&fx, &h);
+        async move {
+            let r = fx.handset_post(h, &path, &json!({})).await;
+            assert_eq!(r.0, 200, "{}", r.2);
+        }
+    };
+    decline(a.clone()).await;
+    fx.submit_ok(&pay("EUR10000.00", "R-eve-d")).await;
+    fx.refused(&pay("EUR0.01", "R-eve-e").to_xml(), 403, "limit.exceeded")
+        .await;
+
+    // Past midnight and past the evening's requests' expiry.
+    fx.env.clock.advance(time::Duration::seconds(121));
+    let w = fx.submit_ok(&pay("EUR10000.00", "R-morning-w")).await;
+    fx.submit_ok(&pay("EUR10000.00", "R-morning-x")).await;
+    assert!(tmcs::signing::expire_overdue(&fx.s.app.svc).unwrap() >= 2);
+    fx.refused(
+        &pay("EUR0.01", "R-morning-y").to_xml(),
+        403,
+        "limit.exceeded",
+    )
+    .await;
+    let (evening, morning) = (stored(&fx.s, &a), stored(&fx.s, &w));
+    assert_ne!(evening.limit_day, morning.limit_day);
+    let total = |day: &str| {
+        use tmcs::store::daily_totals::{total, DayKey};
+        let key = DayKey {
+            subscriber_id: &evening.subscriber_id,
+            currency: "EUR",
+            day,
+        };
+        fx.s.app.svc.store.read(|c| total(c, &key)).unwrap()
+    };
+    assert_eq!(
+        (total(&evening.limit_day), total(&morning.limit_day)),
+        (0, 2_000_000)
+    );
+    decline(w).await;
+    fx.submit_ok(&pay("EUR10000.00", "R-morning-z")).await;
+    fx.finish().await;
+}
+on_both_backends_async!(
+    daily_limit_frees_declined_and_expired_amounts_on_their_own_day,
+    daily_limit_frees_declined_and_expired_amounts_on_their_own_day
+);
+
+/// Eight submissions of EUR5000.00 for one payer at once: exactly four fit
+/// the day's EUR20000.00, the others are `limit.exceeded`.
+async fn concurrent_submissions_fill_the_daily_limit_exactly(db: Db) {
+    let Some((fx, payer)) = with_payer(db, "concurrent_daily_limit").await else {
+        return;
+    };
+    let xml: Vec<String> = (0..8)
+        .map(|i| {
+            fx.signed(&payer, "large", "EUR5000.00", &format!("R-race-{i}"))
+                .to_xml()
+        })
+        .collect();
+    let replies = futures_util::future::join_all(xml.iter().map(|m| fx.submit(m))).await;
+    let accepted = replies.iter().filter(|r| r.0 == 202).count();
+    assert_eq!(accepted, 4, "{replies:?}");
+    for r in replies.iter().filter(|r| r.0 != 202) {
+        problem(r, 403, "limit.exceeded");
+    }
+    fx.finish().await;
+}
+on_both_backends_async!(
+    concurrent_submissions_fill_the_daily_limit_exactly,
+    concurrent_submissions_fill_the_daily_limit_exactly
+);
+
 // ---------------------------------------------------------------------------
 // The payer's and the merchant's state
 
