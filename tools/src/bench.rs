@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::demo::{fail, party_client, register_party, sign, DemoError, Party};
+use crate::demo::{fail, party_client, sign, DemoError, Party};
 use crate::trip::{
     activate_handsets, register_parties, Payment, SimTls, Sims, Terms, MERCHANT_IBAN, PAYER_IBAN,
 };
@@ -296,12 +296,9 @@ pub(crate) async fn serve_with_parties(
     clock: SharedClock,
 ) -> Result<(crate::demo::Local, std::rc::Rc<Shared>), DemoError> {
     let local = crate::demo::start_local(cfg, clock).await?;
-    let (base, operator) = (&local.base, &local.operator);
-    let (merchant, _) =
-        register_party(base, operator, "Bench.Shop@merchant.bench", "merchant").await?;
-    let (fsp_party, _) = register_party(base, operator, "Bench.FSP@fsp.bench", "fsp").await?;
+    let (merchant, fsp_party) = crate::demo::bench_parties(&local).await?;
     let sh = std::rc::Rc::new(Shared {
-        base: base.clone(),
+        base: local.base.clone(),
         fsp: party_client(&local.ca, &fsp_party)?,
         anon: local.anon.clone(),
         merchant: Arc::new(merchant),
