@@ -97,6 +97,8 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
+    keks,
+    wrapped_keys,
     instruments,
     deliveries,
     requests,

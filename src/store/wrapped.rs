@@ -48,14 +48,6 @@ pub fn current_kek(conn: &mut DbConn) -> DbResult<Option<KekRow>> {
         .optional()?)
 }
 
-pub fn kek(conn: &mut DbConn, version: i32) -> DbResult<Option<KekRow>> {
-    Ok(keks::table
-        .find(version)
-        .select(KekRow::as_select())
-        .first(conn)
-        .optional()?)
-}
-
 pub fn all_keks(conn: &mut DbConn) -> DbResult<Vec<KekRow>> {
     Ok(keks::table
         .order(keks::version)
@@ -72,6 +64,17 @@ pub fn get(conn: &mut DbConn, key_id: &str) -> DbResult<Option<WrappedRow>> {
     Ok(wrapped_keys::table
         .find(key_id)
         .select(WrappedRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The wrapped key `key_id` and the `CKA_ID` (hex) of the KEK it is
+/// wrapped under, in one read (a signature's).
+pub fn get_with_kek(conn: &mut DbConn, key_id: &str) -> DbResult<Option<(WrappedRow, String)>> {
+    Ok(wrapped_keys::table
+        .inner_join(keks::table.on(keks::version.eq(wrapped_keys::kek_version)))
+        .filter(wrapped_keys::key_id.eq(key_id))
+        .select((WrappedRow::as_select(), keks::key_id))
         .first(conn)
         .optional()?)
 }

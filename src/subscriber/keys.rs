@@ -123,19 +123,14 @@ pub fn discard(svc: &Services, key: &NewKey) {
 /// The key recorded as `key_hex`, ready to sign.
 pub fn load(conn: &mut DbConn, key_hex: &str) -> DomainResult<SignerKey> {
     let id = KeyId::from_hex(key_hex)?;
-    let Some(row) = wrapped::get(conn, key_hex)? else {
+    // The foreign key keeps every wrapped key's KEK version recorded.
+    let Some((row, kek_id)) = wrapped::get_with_kek(conn, key_hex)? else {
         return Ok(SignerKey::Token(id));
     };
-    let kek = wrapped::kek(conn, row.kek_version)?.ok_or_else(|| {
-        internal(format!(
-            "key {key_hex} is wrapped under KEK version {} which is not recorded",
-            row.kek_version
-        ))
-    })?;
     let blob = hex::decode(&row.wrapped)
         .map_err(|_| internal(format!("key {key_hex}: the stored wrapped key is not hex")))?;
     Ok(SignerKey::Wrapped {
-        kek: KeyId::from_hex(&kek.key_id)?,
+        kek: KeyId::from_hex(&kek_id)?,
         kek_version: row.kek_version,
         blob,
     })

@@ -53,6 +53,11 @@ pub fn rss_mb() -> Option<f64> {
     Some(round2(kib / 1024.0))
 }
 
+/// The cores to spread in-process work over (floors, seeding, messages).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -141,9 +146,7 @@ fn crypto_floor(
     fsp_party: &Party,
     seconds: u64,
 ) -> Result<(f64, usize), DemoError> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let threads = cores();
     let key = app
         .hsm
         .generate_ec_p256("tmcs:bench-floor", EcUsage::Sign)

@@ -61,12 +61,7 @@ impl Report {
     }
 
     pub fn percentile(&self, p: f64) -> f64 {
-        let v = &self.latencies_ms;
-        if v.is_empty() {
-            return 0.0;
-        }
-        let rank = (p / 100.0 * (v.len() as f64 - 1.0)).round();
-        v.get(rank as usize).copied().unwrap_or_default()
+        crate::bench::percentile(&self.latencies_ms, p)
     }
 }
 

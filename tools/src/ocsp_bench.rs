@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::bench::round2;
 use crate::demo::{fail, register_party, DemoError};
 use crate::loadgen::{self, Req};
 use tmcs::clock::SharedClock;
@@ -30,10 +31,6 @@ use tmcs::config::Config;
 
 const CERTIFICATES: usize = 20;
 const CONNECTIONS: usize = 8;
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
 
 /// An `OCSPResponse` with responseStatus successful (0).
 fn ocsp_ok(body: &[u8]) -> bool {

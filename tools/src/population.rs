@@ -122,7 +122,7 @@ fn seed_in_a_child(cfg: &Config, n: usize, key_seed: &[u8; 32]) -> Result<f64, D
 fn seed(app: &tmcs::app::App, key_seed: &[u8; 32], n: usize) -> Result<f64, DemoError> {
     let start = Instant::now();
     let pin = SeedPin::new(&app.svc, PIN).map_err(|e| fail(format!("seed PIN: {e}")))?;
-    let threads = std::thread::available_parallelism().map_or(2, |p| p.get());
+    let threads = crate::bench::cores();
     let batches = n.div_ceil(BATCH);
     std::thread::scope(|scope| -> Result<(), DemoError> {
         let workers: Vec<_> = (0..threads)

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use openssl::pkey::{PKey, Public};
 use serde_json::{json, Value};
 
+use crate::bench::{cores, round2, PIN};
 use crate::demo::{bench_parties, fail, DemoError, Party};
 use crate::loadgen::{self, Load, Req};
 use crate::trip::{activate_handsets, Terms};
@@ -27,7 +28,6 @@ pub const PAYERS: usize = 256;
 /// Messages prepared per second of the timed phase: more than tmcs takes
 /// on the machines measured so far; the phase ends early if they run out.
 const PER_SECOND: u64 = 5_000;
-const PIN: &str = "480263";
 
 /// Runs the scenario: the timed phase for `seconds`, then the floor for
 /// `floor_seconds`.
@@ -41,16 +41,6 @@ pub fn run(
     system.block_on(run_async(cfg, clock, seconds, floor_seconds))
 }
 
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-}
-
 /// `n` distinct messages (references `S-<i>`) from the payers in turn,
 /// signed now by the merchant and the FSP, as XML; made on all cores.
 fn messages(
@@ -60,7 +50,7 @@ fn messages(
     n: usize,
     now: time::OffsetDateTime,
 ) -> Result<Vec<Vec<u8>>, DemoError> {
-    let threads = threads();
+    let threads = cores();
     let chunk = n.div_ceil(threads).max(1);
     let made: Vec<Result<Vec<Vec<u8>>, DemoError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..n)
@@ -131,7 +121,7 @@ fn floor(
     seconds: u64,
 ) -> Result<(f64, usize), DemoError> {
     let (mk, fk) = (public_key(merchant)?, public_key(fsp)?);
-    let threads = threads();
+    let threads = cores();
     let (count, errors) = (AtomicU64::new(0), AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds.max(1));
