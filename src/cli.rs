@@ -186,6 +186,29 @@ pub enum AuditCommand {
     },
     /// Sign a checkpoint of the current head now.
     Checkpoint,
+    /// Evidence bundles of single payments (GET /v1/audit/evidence/{request_id}).
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCommand {
+    /// Check a bundle offline: C, the signature, the chain, the OCSP response,
+    /// the events, the tree head and the inclusion proofs; exit 1 naming the
+    /// first failure.
+    Verify {
+        /// The bundle (the JSON of GET /v1/audit/evidence/{request_id}).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The CA certificates to trust (PEM, e.g. <data>/ca.pem or /pki/ca.pem).
+        #[arg(long, value_name = "CA_PEM")]
+        ca: PathBuf,
+        /// The audit certificate (PEM, /pki/audit.pem or <data>/audit.pem).
+        #[arg(long = "audit-cert", value_name = "AUDIT_CERT")]
+        audit_cert: PathBuf,
+    },
 }
 
 /// A command's failure and its exit status.
@@ -338,6 +361,21 @@ pub fn init_logging(cfg: &Config, default_level: &str) {
 fn run(cli: Cli, transport: TransportFactory) -> Result<(), Failure> {
     if let Command::Tool(tool) = &cli.command {
         return delegate(cli.config.as_deref(), tool);
+    }
+    // Offline: no configuration, database or HSM.
+    if let Command::Audit {
+        command:
+            AuditCommand::Evidence {
+                command:
+                    EvidenceCommand::Verify {
+                        file,
+                        ca,
+                        audit_cert,
+                    },
+            },
+    } = &cli.command
+    {
+        return verify_evidence(file, ca, audit_cert);
     }
     let cfg = load_config(cli.config.as_deref(), &cli.data_dir)?;
     // Before any thread exists: SoftHSM2 reads SOFTHSM2_CONF in C_Initialize.
@@ -619,6 +657,7 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
             println!("tmcs audit export: {n} lines written to {}", out.display());
             Ok(())
         }
+        AuditCommand::Evidence { .. } => Err(Failure::usage("evidence is handled above")),
         AuditCommand::Checkpoint => {
             let app = App::open(cfg.clone(), clock)?;
             let svc = &app.svc;
@@ -636,6 +675,27 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
             Ok(())
         }
     }
+}
+
+/// `tmcs audit evidence verify FILE --ca CA_PEM --audit-cert AUDIT_CERT`.
+fn verify_evidence(file: &Path, ca: &Path, audit_cert: &Path) -> Result<(), Failure> {
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())));
+    let (bundle, ca_pem, audit_pem) = (read(file)?, read(ca)?, read(audit_cert)?);
+    let v =
+        audit::evidence::verify(&bundle, &ca_pem, &audit_pem).map_err(|e| Failure::failed(&e))?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "evidence of request {} ({}):",
+        v.request_id,
+        file.display()
+    );
+    for c in &v.checks {
+        let _ = writeln!(out, "  ok: {c}");
+    }
+    let _ = writeln!(out, "evidence verified: every check passed");
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

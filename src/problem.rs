@@ -74,6 +74,7 @@ problems! {
     RequestExpired = ("request.expired", 409, "The signing request has expired"),
     RequestNotPending = ("request.not_pending", 409, "The signing request is not pending"),
     RequestConflict = ("request.conflict", 409, "The request is in another state"),
+    RequestNotSigned = ("request.not_signed", 409, "The signing request was never signed"),
     ReceiptNotReady = ("receipt.not_ready", 404, "The payment has not ended yet"),
     DeliveryNotFound = ("delivery.not_found", 404, "No such relay delivery"),
     DeliveryNotFailed = ("delivery.not_failed", 409, "Only a failed delivery can be retried"),

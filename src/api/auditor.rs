@@ -1,7 +1,7 @@
 //! Auditor API (`/v1/audit/`, role `auditor`, read-only).
 
 use super::{ApiError, Caller, State};
-use crate::audit::query;
+use crate::audit::{evidence as bundle, query};
 use crate::problem::Problem;
 use crate::store::audit_rows::EventFilter;
 use actix_web::{web, HttpResponse};
@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/events", web::get().to(events))
-        .route("/checkpoints", web::get().to(checkpoints));
+        .route("/checkpoints", web::get().to(checkpoints))
+        .route("/evidence/{request_id}", web::get().to(evidence));
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,4 +69,15 @@ async fn checkpoints(
         .domain(move |svc| query::checkpoints(svc, after, lim))
         .await?;
     Ok(HttpResponse::Ok().json(page))
+}
+
+/// `GET /v1/audit/evidence/{request_id}` (CONTRACT §13).
+async fn evidence(
+    state: web::Data<State>,
+    _caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let b = state.domain(move |svc| bundle::bundle(svc, &id)).await?;
+    Ok(HttpResponse::Ok().json(b))
 }

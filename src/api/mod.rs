@@ -215,6 +215,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/admin/relay/{delivery_id}/retry"),
     ("GET", "/v1/audit/events"),
     ("GET", "/v1/audit/checkpoints"),
+    ("GET", "/v1/audit/evidence/{request_id}"),
     ("POST", "/v1/fsp/messages"),
     ("GET", "/v1/fsp/requests/{id}"),
     ("POST", "/v1/fsp/requests/{id}/outcome"),

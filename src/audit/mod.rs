@@ -12,6 +12,7 @@
 
 mod checkpoint;
 mod event;
+pub mod evidence;
 pub mod merkle;
 pub mod query;
 pub mod refusals;

@@ -244,15 +244,15 @@ impl Responder {
             Some(_) => None,
             None => nonce_extension(&parsed.req),
         };
-        let der = Arc::new(answer(
-            pki,
-            store,
-            &self.issuer,
-            &parsed.req,
-            echo,
-            now,
-            self.validity,
-        )?);
+        let ids: Vec<&CertId> = parsed
+            .req
+            .tbs_request
+            .request_list
+            .iter()
+            .map(|r| &r.req_cert)
+            .collect();
+        let (der, _) = answer(pki, store, &self.issuer, &ids, echo, now, self.validity)?;
+        let der = Arc::new(der);
         self.signed.inc();
         if let Some(k) = &parsed.key {
             let half = self.validity / 2;
@@ -266,6 +266,40 @@ impl Responder {
             );
         }
         Ok(der)
+    }
+
+    /// A fresh answer for one certificate of the issuing CA, signed now and
+    /// never taken from the cache: the record of its status at the moment a
+    /// signature is made, kept with the request (CONTRACT §13). The CertID
+    /// uses SHA-1, as `openssl ocsp` and RFC 5019 clients ask. Returns the
+    /// DER and whether the status is good. One HSM signature (OCSP key).
+    pub fn fresh_for_certificate(
+        &self,
+        pki: &Pki,
+        store: &Store,
+        cert_der: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(Vec<u8>, bool), PkiError> {
+        let cert = Certificate::from_der(cert_der).map_err(der_err("certificate"))?;
+        let (_, name, key) = self
+            .issuer
+            .hashes
+            .iter()
+            .find(|(oid, _, _)| *oid == rfc5912::ID_SHA_1)
+            .ok_or_else(|| PkiError::Invalid("no SHA-1 issuer hashes".into()))?;
+        let id = CertId {
+            hash_algorithm: AlgorithmIdentifierOwned {
+                oid: rfc5912::ID_SHA_1,
+                parameters: Some(der::asn1::Null.into()),
+            },
+            issuer_name_hash: OctetString::new(name.clone()).map_err(der_err("name hash"))?,
+            issuer_key_hash: OctetString::new(key.clone()).map_err(der_err("key hash"))?,
+            serial_number: cert.tbs_certificate.serial_number.clone(),
+        };
+        let (der, statuses) = answer(pki, store, &self.issuer, &[&id], None, now, self.validity)?;
+        self.signed.inc();
+        let good = matches!(statuses.as_slice(), [CertStatus::Good(_)]);
+        Ok((der, good))
     }
 
     /// Both steps at once (for callers already off the executor).
@@ -401,29 +435,28 @@ fn crl_reason(r: Reason) -> CrlReason {
     }
 }
 
+/// Signs one answer for `ids`; also returns their statuses, in order.
 #[allow(clippy::too_many_arguments)]
 fn answer(
     pki: &Pki,
     store: &Store,
     issuer: &IssuerIds,
-    req: &OcspRequest,
+    ids: &[&CertId],
     nonce: Option<x509_cert::ext::Extension>,
     now: OffsetDateTime,
     validity: Duration,
-) -> Result<Vec<u8>, PkiError> {
+) -> Result<(Vec<u8>, Vec<CertStatus>), PkiError> {
     let this_update = gtime(now)?;
     let next_update = gtime(
         now.checked_add(validity)
             .ok_or_else(|| PkiError::Invalid("OCSP next update out of range".into()))?,
     )?;
     let responses = store.read(|c| -> Result<Vec<SingleResponse>, PkiError> {
-        req.tbs_request
-            .request_list
-            .iter()
-            .map(|r| {
+        ids.iter()
+            .map(|id| {
                 Ok(SingleResponse {
-                    cert_id: r.req_cert.clone(),
-                    cert_status: status_of(c, issuer, &r.req_cert)?,
+                    cert_id: (*id).clone(),
+                    cert_status: status_of(c, issuer, id)?,
                     this_update,
                     next_update: Some(next_update),
                     single_extensions: None,
@@ -431,6 +464,7 @@ fn answer(
             })
             .collect()
     })?;
+    let statuses = responses.iter().map(|r| r.cert_status.clone()).collect();
     let tbs = ResponseData {
         version: Default::default(),
         responder_id: ResponderId::ByKey(
@@ -454,9 +488,10 @@ fn answer(
             Certificate::from_der(&pki.ocsp.info.der).map_err(der_err("responder certificate"))?
         ]),
     };
-    OcspResponse::successful(basic)
+    let der = OcspResponse::successful(basic)
         .and_then(|r| r.to_der())
-        .map_err(der_err("response"))
+        .map_err(der_err("response"))?;
+    Ok((der, statuses))
 }
 
 #[cfg(test)]

@@ -10,9 +10,14 @@
 //! 3. SHA-256 of the canonical `C` must equal the digest the PIN block was
 //!    bound to; the HSM signs exactly that digest. A mismatch fails the
 //!    request, audited, and nothing is signed.
-//! 4. The signature and the signed iMS are stored (`signing → signed`). A
-//!    crash between 2 and 4 leaves no signature out; the sweeper expires
-//!    the request.
+//! 4. Before the HSM signs `C`, the OCSP responder signs a fresh answer
+//!    for the payer's certificate (status good now; CONTRACT §13: the
+//!    evidence that the certificate was good when it signed). A
+//!    certificate no longer good, or an HSM that cannot sign it, fails the
+//!    request and nothing is signed.
+//! 5. The signature, the signed iMS and the OCSP response are stored in one
+//!    transaction (`signing → signed`). A crash between 2 and 5 leaves no
+//!    signature out; the sweeper expires the request.
 
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -24,6 +29,7 @@ use crate::audit::{self, Actor, AuditEvent, Channel, NewEvent, PinDuring};
 use crate::error::{internal, reject, DomainError, DomainResult, Problem};
 use crate::ims::Tier;
 use crate::states::{RequestStatus, SubscriberState};
+use crate::store::evidence::EvidenceRow;
 use crate::store::requests::{self, Effects, RequestRow};
 use crate::store::subscribers::{self, SubscriberRow};
 use crate::subscriber::keys::SignerKey;
@@ -138,8 +144,12 @@ pub fn authorize_gateway(
 
 /// What the authorisation transaction decided.
 enum Gate {
-    /// Claimed: sign with this key; the certificate's serial.
-    Claimed { key: SignerKey, serial: String },
+    /// Claimed: sign with this key; the certificate's serial and PEM.
+    Claimed {
+        key: SignerKey,
+        serial: String,
+        cert_pem: String,
+    },
     /// A committed refusal (a wrong PIN counts).
     Refused(DomainError),
     /// The PIN was changed since the salt was read: hash again with this one.
@@ -226,6 +236,7 @@ fn sign_once(
             Ok(Gate::Claimed {
                 key: signer.key,
                 serial: signer.certificate.serial,
+                cert_pem: signer.certificate.pem,
             })
         })?;
         match decided {
@@ -236,8 +247,12 @@ fn sign_once(
             }
         }
     }
-    let (key, serial) = match gate {
-        Some(Gate::Claimed { key, serial }) => (key, serial),
+    let (key, serial, cert_pem) = match gate {
+        Some(Gate::Claimed {
+            key,
+            serial,
+            cert_pem,
+        }) => (key, serial, cert_pem),
         Some(Gate::Refused(e)) => return Err(e),
         Some(Gate::Resalt(_)) | None => {
             return Err(reject(
@@ -258,6 +273,23 @@ fn sign_once(
             row.id
         )));
     }
+    // The OCSP response first: its thisUpdate is then at or before the
+    // signature, and a certificate revoked or suspended since the claim
+    // stops the signature instead of leaving one without good evidence.
+    let ocsp = match ocsp_at_signing(svc, &row.id, &cert_pem) {
+        Ok(Some(ev)) => ev,
+        Ok(None) => {
+            fail_claimed(svc, &row.id, Problem::CertificateNotActive.code())?;
+            return Err(reject(
+                Problem::CertificateNotActive,
+                "the payer's certificate is no longer good",
+            ));
+        }
+        Err(e) => {
+            fail_claimed(svc, &row.id, "hsm.unavailable")?;
+            return Err(e);
+        }
+    };
     let sig = match crate::subscriber::keys::sign(svc, &key, &digest) {
         Ok(sig) => sig,
         Err(e) => {
@@ -273,6 +305,8 @@ fn sign_once(
         if !requests::store_signature(c, &row.id, &sig_b64, &signed_xml, now.unix_timestamp())? {
             return Ok(false);
         }
+        // The OCSP response with the signature, or neither.
+        crate::store::evidence::insert(c, &ocsp)?;
         // Step 6: the signed message leaves through the outbox, committed
         // with the signature or not at all.
         crate::relay::outbox::enqueue_signed(c, &svc.relay, &row, &signed_xml, &serial, now)?;
@@ -306,6 +340,29 @@ fn sign_once(
         request_id: row.id,
         signature: sig_b64,
     })
+}
+
+/// A fresh OCSP response for the payer's certificate, signed now by the
+/// OCSP key in the HSM (one P-256 signature, about as costly as the
+/// signature over `C`), as the row that goes with the signature; `None`
+/// when the certificate is not good at this moment.
+fn ocsp_at_signing(
+    svc: &Services,
+    request_id: &str,
+    cert_pem: &str,
+) -> DomainResult<Option<EvidenceRow>> {
+    let der = openssl::x509::X509::from_pem(cert_pem.as_bytes())
+        .and_then(|x| x.to_der())
+        .map_err(|e| internal(format!("request {request_id}: payer certificate: {e}")))?;
+    let now = svc.clock.now();
+    let (ocsp, good) = svc
+        .ocsp
+        .fresh_for_certificate(&svc.pki, &svc.store, &der, now)?;
+    Ok(good.then(|| EvidenceRow {
+        request_id: request_id.to_string(),
+        ocsp_der_b64: b64(&ocsp),
+        produced_at: now.unix_timestamp(),
+    }))
 }
 
 /// A claimed request that will not be signed: `signing → failed`, audited.

@@ -19,6 +19,7 @@ pub mod clients;
 mod conn;
 pub mod daily_totals;
 pub mod deliveries;
+pub mod evidence;
 pub mod instruments;
 pub mod keys;
 pub mod parties;

@@ -257,3 +257,11 @@ diesel::table! {
         delivered_at -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    request_evidence (request_id) {
+        request_id -> Text,
+        ocsp_der_b64 -> Text,
+        produced_at -> BigInt,
+    }
+}

@@ -8,6 +8,7 @@ mod acceptance;
 mod api_foundation;
 mod audit_chain;
 mod core_bugs;
+mod evidence;
 mod fuzz_corpus;
 mod hardening;
 mod hsm;
