@@ -335,3 +335,20 @@ async fn evidence_refusals(db: Db) {
     fx.finish().await;
 }
 on_both_backends_async!(evidence_refusals_are_problems, evidence_refusals);
+
+/// docs/audit.md shows exactly `scripts/check-evidence.sh`, the script the
+/// test above runs: the documentation cannot drift from what is tested.
+#[test]
+fn the_audit_doc_shows_the_tested_script() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/audit.md")).unwrap();
+    let script = std::fs::read_to_string(root.join("scripts/check-evidence.sh")).unwrap();
+    let start = doc
+        .find("<!-- check-evidence.sh -->\n```bash\n")
+        .expect("start marker")
+        + "<!-- check-evidence.sh -->\n```bash\n".len();
+    let end = doc
+        .find("```\n<!-- /check-evidence.sh -->")
+        .expect("end marker");
+    assert_eq!(&doc[start..end], script);
+}

@@ -731,6 +731,55 @@ async fn flow(out: &mut Out, l: &Local, sims: &Sims) -> Result<(), DemoError> {
         "{} events, {} signed checkpoints, head {}",
         report.events, report.checkpoints, report.head_hash
     ));
+
+    out.step("auditor: the evidence of the payment (GET /v1/audit/evidence/{id}), checked offline");
+    let data = &app.cfg.data_dir;
+    let auditor = ctx!(
+        tmcs_client::https::https_client(
+            ca,
+            Some((
+                &app.cfg.clients_dir.join("auditor.crt"),
+                &app.cfg.clients_dir.join("auditor.key"),
+            )),
+        ),
+        "auditor client"
+    )?;
+    let mut res = ctx!(
+        auditor
+            .get(format!("{base}/v1/audit/evidence/{request_id}"))
+            .send()
+            .await,
+        "evidence"
+    )?;
+    let bundle = ctx!(res.body().limit(4 << 20).await, "evidence")?;
+    if res.status().as_u16() != 200 {
+        return Err(fail(format!(
+            "evidence: HTTP {} {}",
+            res.status(),
+            String::from_utf8_lossy(&bundle)
+        )));
+    }
+    let path = data.join(format!("evidence-{request_id}.json"));
+    ctx!(
+        std::fs::write(&path, &bundle),
+        "writing the evidence bundle"
+    )?;
+    out.line(&format!("evidence bundle: {}", path.display()));
+    let (ca_pem, audit_pem) = (
+        ctx!(std::fs::read(ca), "ca.pem")?,
+        ctx!(std::fs::read(data.join("audit.pem")), "audit.pem")?,
+    );
+    let verified = tmcs::audit::evidence::verify(&bundle, &ca_pem, &audit_pem)
+        .map_err(|e| fail(format!("the evidence does not verify: {e}")))?;
+    for c in &verified.checks {
+        out.line(&format!("ok: {c}"));
+    }
+    out.line(&format!(
+        "evidence verified offline; again with: tmcs audit evidence verify {} --ca {} --audit-cert {}",
+        path.display(),
+        ca.display(),
+        data.join("audit.pem").display()
+    ));
     out.step("demo complete: the payment settled, every signature verified");
     Ok(())
 }

@@ -84,6 +84,7 @@ fn assert_demo_succeeded(o: &Output) {
         .find_map(|l| l.strip_prefix("data dir kept: "))
         .expect("--keep prints the data dir");
     let kept = std::path::PathBuf::from(kept.trim());
+    evidence_verifies_offline(&out, &kept);
     for f in ["tmcs.db", "tmcs.db-wal"] {
         if let Ok(bytes) = std::fs::read(kept.join(f)) {
             assert!(
@@ -93,6 +94,70 @@ fn assert_demo_succeeded(o: &Output) {
         }
     }
     std::fs::remove_dir_all(&kept).unwrap();
+}
+
+/// The demo's evidence bundle (issue 12, CONTRACT §13), checked by
+/// `tmcs audit evidence verify` as a separate process with the demo's
+/// `ca.pem` and `audit.pem`: exit 0; a copy with one changed byte of the
+/// signature exits 1 naming it.
+fn evidence_verifies_offline(out: &str, data: &Path) {
+    assert!(
+        out.contains("evidence verified offline"),
+        "the demo checks its evidence:\n{out}"
+    );
+    let bundle = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("evidence bundle: "))
+        .expect("the demo prints the bundle's path");
+    let bundle = PathBuf::from(bundle.trim());
+    assert!(bundle.starts_with(data), "{}", bundle.display());
+    let (ca, audit) = (data.join("ca.pem"), data.join("audit.pem"));
+    let verify = |file: &Path| {
+        run(
+            &tmcs_bin(),
+            &[
+                "audit",
+                "evidence",
+                "verify",
+                file.to_str().unwrap(),
+                "--ca",
+                ca.to_str().unwrap(),
+                "--audit-cert",
+                audit.to_str().unwrap(),
+            ],
+            data,
+        )
+    };
+    let o = verify(&bundle);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("evidence verified: every check passed"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("ok: "))
+            .count(),
+        8,
+        "{text}"
+    );
+    // One changed byte in the signature.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let sig = v["signature"].as_str().unwrap().to_string();
+    let mut bytes = sig.into_bytes();
+    bytes[20] = if bytes[20] == b'A' { b'B' } else { b'A' };
+    v["signature"] = serde_json::Value::String(String::from_utf8(bytes).unwrap());
+    let bad = data.join("evidence-tampered.json");
+    std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = verify(&bad);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("error: evidence: signature: does not verify"),
+        "{err}"
+    );
 }
 
 /// `tmcs-tools demo` completes and prints a fully signed iMS.
