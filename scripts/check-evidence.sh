@@ -52,7 +52,7 @@ openssl ocsp -respin "$w/ocsp.der" -issuer "$w/issuer.pem" -cert "$w/cert.pem" \
   -CAfile "$ca" -attime "$signed_at" -resp_text > "$w/ocsp.txt" 2>&1 || true
 grep -q '^Response verify OK' "$w/ocsp.txt" && grep -q "cert.pem: good" "$w/ocsp.txt" || {
   cat "$w/ocsp.txt" >&2; echo "FAILED: the OCSP response" >&2; exit 1; }
-grep -E 'Produced At|This Update' "$w/ocsp.txt" | sed 's/^ */   /'
+grep -E 'Produced At|This Update' "$w/ocsp.txt" | sed 's/^[[:space:]]*/   /' | sort -u
 echo "ok: the OCSP response verifies and says good (compare its times with the signing time $(q "$signed"'["ts"]'))"
 
 # 5. The event's inclusion in the tree head (RFC 9162 §2.1.3.2): leaf = SHA-256(0x00 || hash),
