@@ -464,7 +464,7 @@ fn answer(
             })
             .collect()
     })?;
-    let statuses = responses.iter().map(|r| r.cert_status.clone()).collect();
+    let statuses = responses.iter().map(|r| r.cert_status).collect();
     let tbs = ResponseData {
         version: Default::default(),
         responder_id: ResponderId::ByKey(

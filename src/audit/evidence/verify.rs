@@ -394,9 +394,10 @@ pub fn verify(
             ));
         }
     }
-    checks.push(format!(
+    checks.push(
         "each event is included in that tree head (RFC 9162 inclusion proofs, leaf = SHA-256(0x00 || event hash))"
-    ));
+            .to_string(),
+    );
 
     // 8. The signing event records this certificate, this signature and this C.
     let part = format!("{SIGNED_ACTION} event (seq {})", signed.seq);
