@@ -407,3 +407,34 @@ fn help_lists_demo_and_bench() {
     let o = tmcs(&d.path().join("data"), &["demo", "--help"]);
     assert!(stdout(&o).contains("--keep"), "{}", stdout(&o));
 }
+
+/// `tmcs audit evidence verify` is offline: it reads neither configuration
+/// nor data dir (none is created), and a file it cannot read is a usage
+/// error (exit 2, one line). Its verdicts on real bundles are tested in
+/// tools/tests/tools.rs (the demo's bundle) and tests/it/evidence.rs.
+#[test]
+fn evidence_verify_is_offline_and_names_unreadable_files() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("never-created");
+    let o = tmcs(
+        &data,
+        &[
+            "audit",
+            "evidence",
+            "verify",
+            "missing.json",
+            "--ca",
+            "ca.pem",
+            "--audit-cert",
+            "audit.pem",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: missing.json: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!data.exists(), "the data dir was touched");
+    // Without --ca: clap's usage error, exit 2.
+    let o = tmcs(&data, &["audit", "evidence", "verify", "b.json"]);
+    assert_eq!(o.status.code(), Some(2));
+}
