@@ -224,6 +224,47 @@ fn pending(
     (h, kit.row(&m), id)
 }
 
+/// No signed request without its OCSP response: when the OCSP response
+/// cannot be signed (here the custodian lost the OCSP key), C is not signed
+/// either, the request fails (`hsm.unavailable`, audited) and nothing of
+/// the attempt is stored.
+#[test]
+fn no_ocsp_response_no_signature() {
+    let kit = Kit::new();
+    let (h, payer, id) = pending(&kit, 21, "EUR25.00", "small");
+    let before = kit.soft.signatures.load(Ordering::SeqCst);
+    kit.svc.custody.destroy_key(&kit.svc.pki.keys.ocsp).unwrap();
+    let block = kit.auth_block(&h, &id, PIN);
+    assert!(super::authorize_handset(&kit.svc, &payer, &id, &block).is_err());
+    assert_eq!(kit.soft.signatures.load(Ordering::SeqCst), before);
+    let row = kit.request(&id);
+    assert_eq!(row.status, RequestStatus::Failed);
+    assert_eq!(row.error_code.as_deref(), Some("hsm.unavailable"));
+    assert!(row.signature_b64.is_none() && row.signed_xml.is_none());
+    assert!(kit
+        .svc
+        .store
+        .read(|c| crate::store::evidence::get(c, &id))
+        .unwrap()
+        .is_none());
+    let failed = kit
+        .svc
+        .store
+        .read(|c| {
+            crate::store::audit_rows::list(
+                c,
+                &crate::store::audit_rows::EventFilter {
+                    subject: Some(super::subject(&id)),
+                    action: Some("request.failed".into()),
+                    after_seq: 0,
+                    limit: 10,
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+}
+
 #[test]
 fn authorize_signs_exactly_once_what_was_bound() {
     let kit = Kit::new();
@@ -231,7 +272,15 @@ fn authorize_signs_exactly_once_what_was_bound() {
     let before = kit.soft.signatures.load(Ordering::SeqCst);
     let block = kit.auth_block(&h, &id, PIN);
     let signed = super::authorize_handset(&kit.svc, &payer, &id, &block).unwrap();
-    assert_eq!(kit.soft.signatures.load(Ordering::SeqCst), before + 1);
+    // Two HSM signatures: the OCSP response kept as evidence, then C.
+    assert_eq!(kit.soft.signatures.load(Ordering::SeqCst), before + 2);
+    let ocsp = kit
+        .svc
+        .store
+        .read(|c| crate::store::evidence::get(c, &id))
+        .unwrap()
+        .expect("the OCSP response stored with the signature");
+    assert!(ocsp.produced_at <= kit.request(&id).signed_at.unwrap());
     let row = kit.request(&id);
     assert_eq!(row.status, RequestStatus::Signed);
     assert_eq!(
@@ -266,7 +315,7 @@ fn authorize_signs_exactly_once_what_was_bound() {
         super::authorize_handset(&kit.svc, &payer, &id, &block),
         Problem::RequestNotPending,
     );
-    assert_eq!(kit.soft.signatures.load(Ordering::SeqCst), before + 1);
+    assert_eq!(kit.soft.signatures.load(Ordering::SeqCst), before + 2);
 }
 
 #[test]
