@@ -241,7 +241,7 @@ pub fn inclusion(store: &Store, seq: i64, tree_size: i64) -> Result<InclusionPro
 
 /// [`inclusion`], and how many tree nodes it read. Besides those it reads
 /// the log's size, the built tree size and the event's hash: three more
-/// primary-key or index lookups, whatever the size.
+/// primary-key or index lookups, whatever the size, all on one connection.
 pub fn inclusion_counted(
     store: &Store,
     seq: i64,
@@ -255,28 +255,37 @@ pub fn inclusion_counted(
     if seq < 1 || seq > tree_size {
         return Err(range(format!("seq must be 1..={tree_size}, not {seq}")));
     }
-    let size = store.read(log_size)?;
-    if tree_size > size {
-        return Err(range(format!(
-            "tree_size {tree_size} is beyond the log ({size} events)"
-        )));
+    let built = |store: &Store| {
+        store.read(|c| -> Result<Option<(InclusionProof, u64)>, AuditError> {
+            let size = log_size(c)?;
+            if tree_size > size {
+                return Err(range(format!(
+                    "tree_size {tree_size} is beyond the log ({size} events)"
+                )));
+            }
+            if tree_rows::built_size(c)? < tree_size {
+                return Ok(None);
+            }
+            let event = audit_rows::event_hash(c, seq)?
+                .and_then(|h| parse_hash(&h))
+                .ok_or_else(|| corrupt(format!("audit event {seq} missing or not hex")))?;
+            let mut src = StoredNodes::new(c);
+            // Both in range: 1 <= seq <= tree_size.
+            let path = merkle::inclusion_path(&mut src, (seq - 1) as u64, tree_size as u64)?;
+            let proof = InclusionProof {
+                seq,
+                tree_size,
+                leaf_hash: hex::encode(merkle::leaf_hash(&event)),
+                audit_path: path.iter().map(hex::encode).collect(),
+            };
+            Ok(Some((proof, src.reads)))
+        })
+    };
+    if let Some(done) = built(store)? {
+        return Ok(done);
     }
-    ensure_built(store, tree_size)?;
-    store.read(|c| {
-        let event = audit_rows::event_hash(c, seq)?
-            .and_then(|h| parse_hash(&h))
-            .ok_or_else(|| corrupt(format!("audit event {seq} missing or not hex")))?;
-        let mut src = StoredNodes::new(c);
-        // Both in range: 1 <= seq <= tree_size.
-        let path = merkle::inclusion_path(&mut src, (seq - 1) as u64, tree_size as u64)?;
-        let proof = InclusionProof {
-            seq,
-            tree_size,
-            leaf_hash: hex::encode(merkle::leaf_hash(&event)),
-            audit_path: path.iter().map(hex::encode).collect(),
-        };
-        Ok((proof, src.reads))
-    })
+    extend(store, tree_size)?;
+    built(store)?.ok_or_else(|| corrupt(format!("tree not built to {tree_size}")))
 }
 
 /// The consistency proof between the trees of the first `first` and the
@@ -299,25 +308,34 @@ pub fn consistency_counted(
             "first ({first}) must not be greater than second ({second})"
         )));
     }
-    let size = store.read(log_size)?;
-    if second > size {
-        return Err(range(format!(
-            "second ({second}) is beyond the log ({size} events)"
-        )));
+    let built = |store: &Store| {
+        store.read(|c| -> Result<Option<(ConsistencyProof, u64)>, AuditError> {
+            let size = log_size(c)?;
+            if second > size {
+                return Err(range(format!(
+                    "second ({second}) is beyond the log ({size} events)"
+                )));
+            }
+            if tree_rows::built_size(c)? < second {
+                return Ok(None);
+            }
+            let mut src = StoredNodes::new(c);
+            let proof = merkle::consistency_proof(&mut src, first as u64, second as u64)?;
+            Ok(Some((
+                ConsistencyProof {
+                    first,
+                    second,
+                    proof: proof.iter().map(hex::encode).collect(),
+                },
+                src.reads,
+            )))
+        })
+    };
+    if let Some(done) = built(store)? {
+        return Ok(done);
     }
-    ensure_built(store, second)?;
-    store.read(|c| {
-        let mut src = StoredNodes::new(c);
-        let proof = merkle::consistency_proof(&mut src, first as u64, second as u64)?;
-        Ok((
-            ConsistencyProof {
-                first,
-                second,
-                proof: proof.iter().map(hex::encode).collect(),
-            },
-            src.reads,
-        ))
-    })
+    extend(store, second)?;
+    built(store)?.ok_or_else(|| corrupt(format!("tree not built to {second}")))
 }
 
 /// Every complete subtree of a list of leaves, computed in memory: what
