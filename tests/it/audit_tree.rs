@@ -517,6 +517,78 @@ async fn proofs_of_every_size_verify(db: Db) {
         }
     }
 
+    // The script of docs/audit.md on the routes' answers.
+    let doc = include_str!("../../docs/audit.md");
+    let script = doc
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a python block in docs/audit.md");
+    let dir = env.path();
+    std::fs::write(dir.join("check.py"), script).unwrap();
+    let seq = signed_from + 7;
+    let save = |name: &str, v: &serde_json::Value| {
+        std::fs::write(dir.join(name), v.to_string()).unwrap();
+    };
+    let (_, _, ev) = get_json(
+        &auditor,
+        &s.url(&format!("/v1/audit/events?after_seq={}&limit=1", seq - 1)),
+    )
+    .await;
+    save("event.json", &ev["events"][0]);
+    let (_, _, proof) = get_json(
+        &auditor,
+        &s.url(&format!(
+            "/v1/audit/proof/inclusion?seq={seq}&tree_size=256"
+        )),
+    )
+    .await;
+    save("inclusion.json", &proof);
+    let (_, _, old) = get_json(
+        &auditor,
+        &s.url(&format!("/v1/audit/sth?tree_size={signed_from}")),
+    )
+    .await;
+    save("old.json", &old);
+    let (_, _, new) = get_json(&auditor, &s.url("/v1/audit/sth?tree_size=256")).await;
+    save("new.json", &new);
+    let (_, _, cons) = get_json(
+        &auditor,
+        &s.url(&format!(
+            "/v1/audit/proof/consistency?first={signed_from}&second=256"
+        )),
+    )
+    .await;
+    save("consistency.json", &cons);
+    let python = |args: &[&str]| {
+        let out = std::process::Command::new("python3")
+            .arg("check.py")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = python(&["event.json", "inclusion.json", "new.json"]);
+    assert!(ok && out.contains("is in the signed tree of 256"), "{out}");
+    let (ok, out) = python(&["old.json", "new.json", "consistency.json"]);
+    assert!(
+        ok && out.contains("is a prefix of the tree of 256"),
+        "{out}"
+    );
+    let mut forged = ev["events"][0].clone();
+    forged["hash"] = json!("00".repeat(32));
+    save("event.json", &forged);
+    let (ok, out) = python(&["event.json", "inclusion.json", "new.json"]);
+    assert!(!ok && out.contains("NOT included"), "{out}");
+    let mut forged = old.clone();
+    forged["root_hash"] = json!("00".repeat(32));
+    save("old.json", &forged);
+    let (ok, out) = python(&["old.json", "new.json", "consistency.json"]);
+    assert!(!ok && out.contains("NOT consistent"), "{out}");
+
     // Refusals: problem+json with stable codes.
     for (path, status, code) in [
         (
