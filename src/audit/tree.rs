@@ -74,16 +74,69 @@ fn corrupt(what: String) -> AuditError {
     AuditError::Store(StoreError::Corrupt(what))
 }
 
-/// Stored complete subtrees, read one primary-key lookup at a time on one
-/// connection. `reads` counts the lookups (the cost of a proof).
+fn node_key(level: u32, index: u64) -> Result<(i32, i64), AuditError> {
+    match (i32::try_from(level), i64::try_from(index)) {
+        (Ok(l), Ok(i)) => Ok((l, i)),
+        _ => Err(corrupt(format!(
+            "tree node ({level}, {index}) out of range"
+        ))),
+    }
+}
+
+/// Stored complete subtrees on one connection: a node [`StoredNodes::fetch`]ed
+/// beforehand is served from memory, any other is read by its primary key.
+/// `reads` counts the nodes read from the database (the cost of a proof),
+/// `queries` the statements that read them.
 pub struct StoredNodes<'a> {
     conn: &'a mut DbConn,
+    fetched: std::collections::HashMap<(u32, u64), Hash>,
     pub reads: u64,
+    pub queries: u64,
 }
 
 impl<'a> StoredNodes<'a> {
     pub fn new(conn: &'a mut DbConn) -> StoredNodes<'a> {
-        StoredNodes { conn, reads: 0 }
+        StoredNodes {
+            conn,
+            fetched: Default::default(),
+            reads: 0,
+            queries: 0,
+        }
+    }
+
+    /// Reads the nodes `keys` in one query.
+    pub fn fetch(&mut self, keys: &[(u32, u64)]) -> Result<(), AuditError> {
+        let wanted = keys
+            .iter()
+            .map(|&(l, i)| node_key(l, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.queries += 1;
+        for row in tree_rows::nodes(self.conn, &wanted)? {
+            self.reads += 1;
+            let hash = parse_hash(&row.hash).ok_or_else(|| {
+                corrupt(format!("tree node ({}, {}) is not hex", row.level, row.idx))
+            })?;
+            // Both were asked for as u32 / u64 and converted without loss.
+            self.fetched
+                .insert((row.level as u32, row.idx as u64), hash);
+        }
+        Ok(())
+    }
+
+    /// Runs `proof` twice: first to learn which nodes it needs (a proof's
+    /// shape depends on the indices only, never on the hashes), then on
+    /// those nodes, read in one query.
+    pub fn prove<T>(
+        &mut self,
+        proof: impl Fn(&mut dyn NodeSource<Error = AuditError>) -> Result<T, AuditError>,
+    ) -> Result<T, AuditError> {
+        let mut wanted = Wanted(Vec::new());
+        proof(&mut wanted)?;
+        let mut keys = wanted.0;
+        keys.sort_unstable();
+        keys.dedup();
+        self.fetch(&keys)?;
+        proof(self)
     }
 }
 
@@ -91,18 +144,36 @@ impl NodeSource for StoredNodes<'_> {
     type Error = AuditError;
 
     fn node(&mut self, level: u32, index: u64) -> Result<Hash, AuditError> {
+        if let Some(h) = self.fetched.get(&(level, index)) {
+            return Ok(*h);
+        }
+        let (l, i) = node_key(level, index)?;
         self.reads += 1;
-        let (l, i) = match (i32::try_from(level), i64::try_from(index)) {
-            (Ok(l), Ok(i)) => (l, i),
-            _ => {
-                return Err(corrupt(format!(
-                    "tree node ({level}, {index}) out of range"
-                )))
-            }
-        };
+        self.queries += 1;
         let hex = tree_rows::node(self.conn, l, i)?
             .ok_or_else(|| corrupt(format!("tree node ({level}, {index}) is not stored")))?;
         parse_hash(&hex).ok_or_else(|| corrupt(format!("tree node ({level}, {index}) is not hex")))
+    }
+}
+
+/// A node source behind a `dyn` reference.
+struct Dyn<'s>(&'s mut dyn NodeSource<Error = AuditError>);
+
+impl NodeSource for Dyn<'_> {
+    type Error = AuditError;
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash, AuditError> {
+        self.0.node(level, index)
+    }
+}
+
+/// Records which nodes a proof asks for (see [`StoredNodes::prove`]).
+struct Wanted(Vec<(u32, u64)>);
+
+impl NodeSource for Wanted {
+    type Error = AuditError;
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash, AuditError> {
+        self.0.push((level, index));
+        Ok([0; 32])
     }
 }
 
@@ -239,9 +310,10 @@ pub fn inclusion(store: &Store, seq: i64, tree_size: i64) -> Result<InclusionPro
     inclusion_counted(store, seq, tree_size).map(|(p, _)| p)
 }
 
-/// [`inclusion`], and how many tree nodes it read. Besides those it reads
-/// the log's size, the built tree size and the event's hash: three more
-/// primary-key or index lookups, whatever the size, all on one connection.
+/// [`inclusion`], and how many tree nodes it read (in one query). Besides
+/// those it reads the log's size, the built tree size and the event's
+/// hash: three more primary-key or index lookups, whatever the size, all on
+/// one connection.
 pub fn inclusion_counted(
     store: &Store,
     seq: i64,
@@ -271,7 +343,8 @@ pub fn inclusion_counted(
                 .ok_or_else(|| corrupt(format!("audit event {seq} missing or not hex")))?;
             let mut src = StoredNodes::new(c);
             // Both in range: 1 <= seq <= tree_size.
-            let path = merkle::inclusion_path(&mut src, (seq - 1) as u64, tree_size as u64)?;
+            let (m, n) = ((seq - 1) as u64, tree_size as u64);
+            let path = src.prove(|s| merkle::inclusion_path(&mut Dyn(s), m, n))?;
             let proof = InclusionProof {
                 seq,
                 tree_size,
@@ -320,7 +393,8 @@ pub fn consistency_counted(
                 return Ok(None);
             }
             let mut src = StoredNodes::new(c);
-            let proof = merkle::consistency_proof(&mut src, first as u64, second as u64)?;
+            let (m, n) = (first as u64, second as u64);
+            let proof = src.prove(|s| merkle::consistency_proof(&mut Dyn(s), m, n))?;
             Ok(Some((
                 ConsistencyProof {
                     first,

@@ -18,7 +18,7 @@ pub struct TreeHeadRow {
     pub sig: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = audit_tree_nodes)]
 pub struct NodeRow {
     pub level: i32,
@@ -52,6 +52,22 @@ pub fn node(conn: &mut DbConn, level: i32, idx: i64) -> DbResult<Option<String>>
         .select(audit_tree_nodes::hash)
         .first(conn)
         .optional()?)
+}
+
+/// The stored nodes among `keys`, in one query (a primary-key lookup per
+/// key, joined by `UNION ALL`).
+pub fn nodes(conn: &mut DbConn, keys: &[(i32, i64)]) -> DbResult<Vec<NodeRow>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = keys
+        .iter()
+        .map(|(level, idx)| {
+            format!("SELECT level, idx, hash FROM audit_tree_nodes WHERE level = {level} AND idx = {idx}")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    Ok(diesel::sql_query(sql).load(conn)?)
 }
 
 /// Stores nodes; one already stored (another node extended the tree first)
