@@ -165,12 +165,14 @@ pub const TOOLS_BIN: &str = "tmcs-tools";
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Write the audit log (events, then signed checkpoints) as JSON lines.
+    /// Write the audit log (events, then signed checkpoints, then signed tree heads) as
+    /// JSON lines.
     Export {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Verify the hash chain and the signed checkpoints; exit 1 naming the first bad seq.
+    /// Verify the hash chain, the signed checkpoints and the signed tree heads; exit 1
+    /// naming the first bad seq.
     Verify {
         /// Verify this export file instead of the database.
         #[arg(long, value_name = "FILE", requires = "cert")]
@@ -184,7 +186,7 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         checkpoints: Option<PathBuf>,
     },
-    /// Sign a checkpoint of the current head now.
+    /// Sign a checkpoint and a tree head (CONTRACT §13) of the current head now.
     Checkpoint,
 }
 
@@ -605,8 +607,8 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
             match result {
                 Ok(r) => {
                     println!(
-                        "audit log intact: {} events, {} signed checkpoints, head {}",
-                        r.events, r.checkpoints, r.head_hash
+                        "audit log intact: {} events, {} signed checkpoints, {} signed tree heads, head {}",
+                        r.events, r.checkpoints, r.tree_heads, r.head_hash
                     );
                     Ok(())
                 }
@@ -633,6 +635,12 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
                 Some(cp) => println!("checkpoint signed at seq {}", cp.seq),
                 None => println!("nothing new to checkpoint"),
             }
+            if let Some(sth) =
+                audit::tree::latest_sth(&svc.store).map_err(|e| Failure::failed(&e))?
+            {
+                let json = serde_json::to_string(&sth).map_err(|e| Failure::failed(&e))?;
+                println!("signed tree head: {json}");
+            }
             Ok(())
         }
     }
@@ -650,7 +658,8 @@ pub enum ExportError {
     Json(#[from] serde_json::Error),
 }
 
-/// Writes events then checkpoints as JSON lines; returns the line count.
+/// Writes events, then checkpoints, then tree heads (`{"tree_head":…}`) as
+/// JSON lines; returns the line count.
 pub fn export(store: &Store, out: &Path) -> Result<usize, ExportError> {
     let tmp = out.with_extension("partial");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -666,6 +675,12 @@ pub fn export(store: &Store, out: &Path) -> Result<usize, ExportError> {
         let line = audit::ExportLine::Checkpoint {
             checkpoint: cp.into(),
         };
+        serde_json::to_writer(&mut w, &line)?;
+        w.write_all(b"\n")?;
+        n += 1;
+    }
+    for tree_head in audit::tree::all_sths(store)? {
+        let line = audit::ExportLine::TreeHead { tree_head };
         serde_json::to_writer(&mut w, &line)?;
         w.write_all(b"\n")?;
         n += 1;

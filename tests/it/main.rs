@@ -7,6 +7,7 @@ mod support;
 mod acceptance;
 mod api_foundation;
 mod audit_chain;
+mod audit_tree;
 mod core_bugs;
 mod fuzz_corpus;
 mod hardening;
