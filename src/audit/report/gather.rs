@@ -505,10 +505,13 @@ pub fn findings(result: &Result<VerifyReport, VerifyError>, audit_cert: &str) ->
                  before it and matching its own hash.",
                 r.events, r.events
             )),
-            good(format!(
-                "{} signed checkpoints verify with {key}, and each matches the event it covers.",
-                r.checkpoints
-            )),
+            good(match r.checkpoints {
+                0 => "No signed checkpoint is stored yet (`tmcs audit checkpoint` signs one).".into(),
+                1 => format!("1 signed checkpoint verifies with {key}, and matches the event it covers."),
+                n => format!(
+                    "{n} signed checkpoints verify with {key}, and each matches the event it covers."
+                ),
+            }),
             good(format!("The head of the log is the hash {}.", r.head_hash)),
         ],
         Err(VerifyError::Broken(f)) => vec![
