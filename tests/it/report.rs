@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tmcs::audit::report::{self, AuditKey};
@@ -38,10 +37,12 @@ fn chromium() -> Option<PathBuf> {
     found
 }
 
-/// Runs headless Chromium on `page` with `args`, killed after 60 s;
-/// returns its stdout.
-fn run_chromium(bin: &Path, profile: &Path, args: &[String], page: &Path) -> String {
-    let mut child = Command::new(bin)
+/// Runs headless Chromium on `page` with `args` (off the actix thread),
+/// killed after 60 s by coreutils' `timeout`; returns its stdout.
+async fn run_chromium(bin: &Path, profile: &Path, args: &[String], page: &Path) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", "60"])
+        .arg(bin)
         .args([
             "--headless=new",
             "--no-sandbox",
@@ -55,40 +56,22 @@ fn run_chromium(bin: &Path, profile: &Path, args: &[String], page: &Path) -> Str
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chromium");
-    // Read stdout on a thread, so a large DOM cannot fill the pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
-        s
-    });
-    let mut stderr = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = reader.join().unwrap();
-    let err = err_reader.join().unwrap();
-    assert!(status.success(), "chromium {args:?}: {status:?}\n{err}");
-    out
+        .stdin(Stdio::null());
+    let out = actix_web::rt::task::spawn_blocking(move || cmd.output().expect("start chromium"))
+        .await
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "chromium {args:?} did not finish within 60 s"
+    );
+    assert!(
+        out.status.success(),
+        "chromium {args:?}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `(width, height)` from a PNG's IHDR, after checking the signature.
@@ -212,7 +195,8 @@ async fn report_renders_in_chromium(db: Db) {
             "--window-size=1280,2400".into(),
         ],
         &page,
-    );
+    )
+    .await;
     let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
     assert_eq!(png_size(&png), (1280, 2400));
     let dom = run_chromium(
@@ -220,7 +204,8 @@ async fn report_renders_in_chromium(db: Db) {
         &fx.env.path().join("chromium-dom"),
         &["--dump-dom".into()],
         &page,
-    );
+    )
+    .await;
     assert!(dom.contains("</html>"), "{dom}");
 
     // The verification status, in words.
