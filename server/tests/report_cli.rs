@@ -5,37 +5,19 @@
 //! browser is `tests/it/report.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use diesel::{Connection, RunQueryDsl};
 
-fn tmcs(data: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tmcs"));
-    cmd.arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .current_dir(data.parent().unwrap());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TMCS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
+mod common;
+use common::{stderr, stdout, tmcs};
 
 #[test]
 fn report_and_timeline_from_the_command_line() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let o = tmcs(&data, &["init"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     // `+ certificate client:auditor (serial 5028…)`
-    let init = text(&o.stdout);
+    let init = stdout(&o);
     let serial = init
         .lines()
         .find(|l| l.contains("certificate client:auditor"))
@@ -46,12 +28,8 @@ fn report_and_timeline_from_the_command_line() {
     // The whole report.
     let out = d.path().join("report");
     let o = tmcs(&data, &["audit", "report", "--out", out.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(
-        text(&o.stdout).contains("index.html written"),
-        "{}",
-        text(&o.stdout)
-    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("index.html written"), "{}", stdout(&o));
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(
         html.starts_with("<!DOCTYPE html><html lang=\"en\">"),
@@ -64,8 +42,8 @@ fn report_and_timeline_from_the_command_line() {
     // One certificate's history in the terminal: a header line, then the
     // table with the columns aligned.
     let o = tmcs(&data, &["audit", "timeline", "--subject", &serial]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let table = text(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
     let lines: Vec<&str> = table.lines().collect();
     assert!(
         lines[0].starts_with(&format!("certificate {serial}")),
@@ -88,8 +66,8 @@ fn report_and_timeline_from_the_command_line() {
 
     // Unknown subjects: exit 1, one error line, no report written.
     let o = tmcs(&data, &["audit", "timeline", "--subject", "+4915100000000"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
-    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
     assert!(
         err.starts_with("error: ") && err.lines().count() == 1,
         "{err}"
@@ -119,8 +97,8 @@ fn report_and_timeline_from_the_command_line() {
         .unwrap();
     drop(c);
     let o = tmcs(&data, &["audit", "report", "--out", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
-    assert!(text(&o.stderr).contains("seq 12"), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("seq 12"), "{}", stderr(&o));
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     let status = &html[html.find("id=\"status\"").unwrap()..html.find("id=\"summary\"").unwrap()];
     assert!(status.contains("NOT VERIFIED"), "{status}");

@@ -407,59 +407,58 @@ pub fn for_each_signature(
     }
 }
 
-/// Calls `f` with every subscriber, in id order, reading in batches.
-pub fn for_each_subscriber(
+/// Calls `f` with every row of a keyset walk: `page(conn, after, BATCH)`
+/// reads the rows after key `after` in key order, `key` names a row's key.
+fn walk<R, T>(
     store: &Store,
-    mut f: impl FnMut(SubscriberInfo) -> Result<(), ReportError>,
-) -> Result<(), ReportError> {
+    page: impl Fn(&mut DbConn, &str, i64) -> Result<Vec<R>, StoreError>,
+    key: impl Fn(&R) -> String,
+    mut f: impl FnMut(T) -> Result<(), ReportError>,
+) -> Result<(), ReportError>
+where
+    T: From<R>,
+{
     let mut after = String::new();
     loop {
-        let rows = store.read(|c| report_rows::subscribers_after(c, &after, BATCH))?;
+        let rows = store.read(|c| page(c, &after, BATCH))?;
         let Some(last) = rows.last() else {
             return Ok(());
         };
-        after = last.id.clone();
+        after = key(last);
         for r in rows {
             f(r.into())?;
         }
     }
 }
 
+/// Calls `f` with every subscriber, in id order, reading in batches.
+pub fn for_each_subscriber(
+    store: &Store,
+    f: impl FnMut(SubscriberInfo) -> Result<(), ReportError>,
+) -> Result<(), ReportError> {
+    walk(store, report_rows::subscribers_after, |r| r.id.clone(), f)
+}
+
 /// Calls `f` with every party, in id order, reading in batches.
 pub fn for_each_party(
     store: &Store,
-    mut f: impl FnMut(PartyInfo) -> Result<(), ReportError>,
+    f: impl FnMut(PartyInfo) -> Result<(), ReportError>,
 ) -> Result<(), ReportError> {
-    let mut after = String::new();
-    loop {
-        let rows = store.read(|c| report_rows::parties_after(c, &after, BATCH))?;
-        let Some(last) = rows.last() else {
-            return Ok(());
-        };
-        after = last.party_id.clone();
-        for r in rows {
-            f(r.into())?;
-        }
-    }
+    walk(store, report_rows::parties_after, |r| r.party_id.clone(), f)
 }
 
 /// Calls `f` with every certificate of the service itself (CAs, server,
 /// audit, mTLS clients), in serial order, reading in batches.
 pub fn for_each_service_cert(
     store: &Store,
-    mut f: impl FnMut(CertRow) -> Result<(), ReportError>,
+    f: impl FnMut(CertRow) -> Result<(), ReportError>,
 ) -> Result<(), ReportError> {
-    let mut after = String::new();
-    loop {
-        let rows = store.read(|c| report_rows::service_certs_after(c, &after, BATCH))?;
-        let Some(last) = rows.last() else {
-            return Ok(());
-        };
-        after = last.serial.clone();
-        for r in rows {
-            f(r)?;
-        }
-    }
+    walk(
+        store,
+        report_rows::service_certs_after,
+        |r| r.serial.clone(),
+        f,
+    )
 }
 
 /// The report's summary counts.

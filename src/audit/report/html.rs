@@ -280,24 +280,36 @@ pub fn subscriber_open(v: &SubscriberView) -> Markup {
 
 pub const ARTICLE_CLOSE: &str = "</article>\n";
 
+/// Opens a table whose rows follow in batches: its caption and column
+/// headings, and an open `tbody` (closed by [`TABLE_CLOSE`]).
+fn table_open(class: &str, caption: Markup, columns: &[&str]) -> Markup {
+    html! {
+        (PreEscaped(format!("<table class=\"{class}\">")))
+        caption { (caption) }
+        thead { tr { @for c in columns { th scope="col" { (c) } } } }
+        (PreEscaped("<tbody>"))
+    }
+}
+
 /// Opens the table of a subscriber's signatures (rows follow in batches).
 pub fn signatures_open(subscriber_id: &str) -> Markup {
     html! {
         h4 { "Signatures made with this subscriber's keys" }
-        (PreEscaped("<table class=\"signatures\">"))
-        caption { "Signed requests of subscriber " (subscriber_id) ", in order of signing" }
-        thead { tr {
-            th scope="col" { "Request id" }
-            th scope="col" { "Signed at (UTC)" }
-            th scope="col" { "Amount" }
-            th scope="col" { "Payee" }
-            th scope="col" { "FSP" }
-            th scope="col" { "Tier" }
-            th scope="col" { "Status now" }
-            th scope="col" { "Certificate" }
-            th scope="col" { "Signature SHA-256" }
-        } }
-        (PreEscaped("<tbody>"))
+        (table_open(
+            "signatures",
+            html! { "Signed requests of subscriber " (subscriber_id) ", in order of signing" },
+            &[
+                "Request id",
+                "Signed at (UTC)",
+                "Amount",
+                "Payee",
+                "FSP",
+                "Tier",
+                "Status now",
+                "Certificate",
+                "Signature SHA-256",
+            ],
+        ))
     }
 }
 
@@ -323,19 +335,18 @@ pub fn signature_rows(rows: &[Signature]) -> Markup {
 
 /// Opens the parties table (rows follow in batches).
 pub fn parties_open() -> Markup {
-    html! {
-        (PreEscaped("<table class=\"parties\">"))
-        caption { "Parties: merchants, FSPs, banks and gateways" }
-        thead { tr {
-            th scope="col" { "Party id" }
-            th scope="col" { "Kind" }
-            th scope="col" { "Status" }
-            th scope="col" { "Certificate serial" }
-            th scope="col" { "Certificate SHA-256 fingerprint" }
-            th scope="col" { "Registered (UTC)" }
-        } }
-        (PreEscaped("<tbody>"))
-    }
+    table_open(
+        "parties",
+        html! { "Parties: merchants, FSPs, banks and gateways" },
+        &[
+            "Party id",
+            "Kind",
+            "Status",
+            "Certificate serial",
+            "Certificate SHA-256 fingerprint",
+            "Registered (UTC)",
+        ],
+    )
 }
 
 pub fn party_row(p: &PartyInfo) -> Markup {
