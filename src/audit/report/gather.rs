@@ -275,44 +275,40 @@ pub fn cert_view(store: &Store, row: CertRow) -> Result<CertView, ReportError> {
     Ok(CertView { row, steps })
 }
 
-/// A subscriber, its own events (registration, activation, PINs …) and its
-/// certificates with theirs; its signatures are read apart
+/// A subscriber or party, its own events and its certificates with
+/// theirs. A subscriber's signatures are read apart
 /// ([`for_each_signature`]), as there may be many.
 #[derive(Debug, Clone)]
-pub struct SubscriberView {
-    pub info: SubscriberInfo,
+pub struct OwnerView<T> {
+    pub info: T,
     pub steps: Vec<Step>,
     pub certs: Vec<CertView>,
+}
+
+/// A subscriber, its events (registration, activation, PINs …) and certificates.
+pub type SubscriberView = OwnerView<SubscriberInfo>;
+/// A party, its events and the certificate tmcs issued it, if any.
+pub type PartyView = OwnerView<PartyInfo>;
+
+/// The view of `info`, whose audit subject (and certificates' owner) is `owner`.
+fn owner_view<T>(store: &Store, info: T, owner: String) -> Result<OwnerView<T>, ReportError> {
+    let steps = history(store, std::slice::from_ref(&owner))?;
+    let certs = store
+        .read(|c| certs::by_owner(c, &owner))?
+        .into_iter()
+        .map(|row| cert_view(store, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(OwnerView { info, steps, certs })
 }
 
 pub fn subscriber_view(store: &Store, info: SubscriberInfo) -> Result<SubscriberView, ReportError> {
     let owner = subscriber::subject(&info.id);
-    let steps = history(store, std::slice::from_ref(&owner))?;
-    let certs = store
-        .read(|c| certs::by_owner(c, &owner))?
-        .into_iter()
-        .map(|row| cert_view(store, row))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(SubscriberView { info, steps, certs })
-}
-
-/// A party, its events and the certificate tmcs issued it, if any.
-#[derive(Debug, Clone)]
-pub struct PartyView {
-    pub info: PartyInfo,
-    pub steps: Vec<Step>,
-    pub certs: Vec<CertView>,
+    owner_view(store, info, owner)
 }
 
 pub fn party_view(store: &Store, info: PartyInfo) -> Result<PartyView, ReportError> {
     let owner = party::subject(&info.party_id);
-    let steps = history(store, std::slice::from_ref(&owner))?;
-    let certs = store
-        .read(|c| certs::by_owner(c, &owner))?
-        .into_iter()
-        .map(|row| cert_view(store, row))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(PartyView { info, steps, certs })
+    owner_view(store, info, owner)
 }
 
 /// One signature a subscriber key made.
