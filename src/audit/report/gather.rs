@@ -515,8 +515,8 @@ pub fn findings(result: &Result<VerifyReport, VerifyError>, audit_cert: &str) ->
                 f.seq, f.reason
             )),
             bad(format!(
-                "Events from seq {} on cannot be relied on; the events before it were \
-                 checked against {key}.",
+                "Nothing in the log from seq {} on can be relied on until this is explained \
+                 (checkpoints are checked with {key}).",
                 f.seq
             )),
         ],

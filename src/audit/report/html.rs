@@ -384,3 +384,121 @@ pub fn party(v: &PartyView) -> Markup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::report::gather::findings;
+    use crate::audit::{VerifyError, VerifyFailure, VerifyReport};
+    use crate::states::{CertStatus, PartyKind};
+
+    const MARKUP: &str = "<script>alert(1)</script><img src=x onerror=\"x()\">";
+
+    fn step(seq: i64, action: &str) -> Step {
+        Step {
+            seq,
+            ts: "2026-12-02T10:00:00.000Z".into(),
+            action: action.into(),
+            actor: MARKUP.into(),
+            subject: None,
+            details: vec![("kyc_ref".into(), MARKUP.into())],
+        }
+    }
+
+    fn no_markup(html: &str) {
+        assert!(
+            !html.contains("<script") && !html.contains("<img"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn stored_text_is_escaped_everywhere() {
+        let steps = [step(1, "cert.issued"), step(2, "cert.revoked")];
+        no_markup(&steps_table(MARKUP, &steps).into_string());
+        no_markup(&svg_timeline(MARKUP, &steps).into_string());
+        no_markup(&signatures_open(MARKUP).into_string());
+        no_markup(
+            &party_row(&PartyInfo {
+                party_id: MARKUP.into(),
+                kind: PartyKind::Merchant,
+                status: CertStatus::Active,
+                fingerprint: MARKUP.into(),
+                cert_serial: Some(MARKUP.into()),
+                issued_by_us: true,
+                created_at: 0,
+            })
+            .into_string(),
+        );
+    }
+
+    #[test]
+    fn the_svg_is_an_image_named_by_its_steps_in_order() {
+        let steps = [
+            step(1, "cert.key_generated"),
+            step(2, "cert.issued"),
+            step(3, "cert.revoked"),
+        ];
+        let svg = svg_timeline("ab12", &steps).into_string();
+        assert!(
+            svg.contains("role=\"img\" aria-labelledby=\"tl-ab12\""),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title id=\"tl-ab12\">Timeline of certificate ab12: key_generated, then issued, then revoked</title>"),
+            "{svg}"
+        );
+        assert_eq!(svg.matches("<circle").count(), 3, "{svg}");
+    }
+
+    #[test]
+    fn the_status_says_verified_or_where_it_broke() {
+        let counts = Counts {
+            subscribers: 0,
+            certificates: 0,
+            parties: 0,
+            signatures: 0,
+        };
+        let ok = findings(
+            &Ok(VerifyReport {
+                events: 7,
+                checkpoints: 2,
+                head_hash: "ab".repeat(32),
+            }),
+            "ff00",
+        );
+        let page = head("all", "now", &ok, &counts).into_string();
+        assert!(page.contains("Verified: the audit log passed every check."));
+        assert!(page.contains("The audit log is intact: 7 events, seq 1 to 7"));
+        assert!(page.contains("2 signed checkpoints verify with the audit certificate"));
+        assert!(page.contains("fingerprint ff00"));
+        assert!(page.contains(&"ab".repeat(32)));
+        assert!(page
+            .contains("content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\""));
+        assert!(page.contains("@media print"));
+        assert!(!page.contains("<script"));
+
+        let broken = findings(
+            &Err(VerifyError::Broken(VerifyFailure {
+                seq: 12,
+                reason: "hash does not match the event's content (event changed)".into(),
+            })),
+            "ff00",
+        );
+        assert!(broken.iter().all(|f| !f.ok));
+        let page = head("all", "now", &broken, &counts).into_string();
+        assert!(page.contains("NOT VERIFIED"));
+        assert!(
+            page.contains(
+                "The audit log FAILED verification at seq 12: hash does not match the \
+                 event's content (event changed)."
+            ),
+            "{page}"
+        );
+        assert!(!page.contains("Verified: the audit log"));
+    }
+}
