@@ -44,7 +44,7 @@ pub enum Command {
     Tool(ToolCommand),
     /// Apply pending database migrations.
     Migrate,
-    /// Export or verify the audit log.
+    /// Export or verify the audit log; the auditor's report and timelines.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -186,10 +186,11 @@ pub enum AuditCommand {
     },
     /// Sign a checkpoint of the current head now.
     Checkpoint,
-    /// Write the auditor's report, DIR/index.html: a static HTML page (no scripts, no
-    /// network) with the verification status, each certificate's timeline, the signatures
-    /// each subscriber key made and the parties. Exit 1 when the log fails verification
-    /// (the report, which says so, is still written).
+    /// Write the auditor's report: DIR/index.html, static HTML without scripts.
+    ///
+    /// The page holds the verification status, each certificate's timeline, the
+    /// signatures each subscriber key made and the parties; it needs no network. Exit 1
+    /// when the log fails verification (the report, which says so, is still written).
     Report {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
