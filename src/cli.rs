@@ -44,7 +44,7 @@ pub enum Command {
     Tool(ToolCommand),
     /// Apply pending database migrations.
     Migrate,
-    /// Export or verify the audit log.
+    /// Export or verify the audit log; the auditor's report and timelines.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -188,6 +188,24 @@ pub enum AuditCommand {
     },
     /// Sign a checkpoint and a tree head (CONTRACT §13) of the current head now.
     Checkpoint,
+    /// Write the auditor's report: DIR/index.html, static HTML without scripts.
+    ///
+    /// The page holds the verification status, each certificate's timeline, the
+    /// signatures each subscriber key made and the parties; it needs no network. Exit 1
+    /// when the log fails verification (the report, which says so, is still written).
+    Report {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Only this subscriber (MSISDN or id), certificate serial or party id.
+        #[arg(long, value_name = "SUBJECT")]
+        subject: Option<String>,
+    },
+    /// Print one subscriber's, certificate's or party's history as a table, in order.
+    Timeline {
+        /// An MSISDN, subscriber id, certificate serial or party id.
+        #[arg(long, value_name = "SUBJECT")]
+        subject: String,
+    },
 }
 
 /// A command's failure and its exit status.
@@ -549,9 +567,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn audit_key_from_store(
-    store: &Store,
-) -> Result<openssl::pkey::PKey<openssl::pkey::Public>, Failure> {
+fn audit_key_from_store(store: &Store) -> Result<audit::report::AuditKey, Failure> {
     let row = store
         .read(|c| store::certs::current(c, crate::pki::names::AUDIT))
         .map_err(|e| Failure::failed(&e))?
@@ -560,9 +576,7 @@ fn audit_key_from_store(
                 "no audit certificate; run `tmcs init`".into(),
             ))
         })?;
-    openssl::x509::X509::from_pem(row.pem.as_bytes())
-        .and_then(|x| x.public_key())
-        .map_err(|e| Failure::failed(&e))
+    audit::report::AuditKey::from_pem(row.pem.as_bytes()).map_err(|e| Failure::failed(&e))
 }
 
 fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Result<(), Failure> {
@@ -599,7 +613,7 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
                 }
                 (None, _) => {
                     let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
-                    let key = audit_key_from_store(&store)?;
+                    let key = audit_key_from_store(&store)?.key;
                     audit::verify_store(&store, &key, &held)
                 }
                 (Some(_), None) => return Err(Failure::usage("--file needs --cert AUDIT_CERT")),
@@ -619,6 +633,45 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
             let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
             let n = export(&store, &out).map_err(|e| Failure::failed(&e))?;
             println!("tmcs audit export: {n} lines written to {}", out.display());
+            Ok(())
+        }
+        AuditCommand::Report { out, subject } => {
+            let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
+            let audit = audit_key_from_store(&store)?;
+            let w =
+                audit::report::write_report(&store, &audit, &out, subject.as_deref(), clock.now())
+                    .map_err(|e| Failure::failed(&e))?;
+            println!(
+                "tmcs audit report: {} written ({} subscribers, {} certificates, {} parties, \
+                 {} signatures)",
+                w.index.display(),
+                w.subscribers,
+                w.certificates,
+                w.parties,
+                w.signatures
+            );
+            if w.verified() {
+                Ok(())
+            } else {
+                let first = w.findings.iter().find(|f| !f.ok).map(|f| f.text.clone());
+                Err(Failure {
+                    code: 1,
+                    message: first.unwrap_or_else(|| "the audit log failed verification".into()),
+                })
+            }
+        }
+        AuditCommand::Timeline { subject } => {
+            let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
+            let (s, steps) =
+                audit::report::timeline(&store, &subject).map_err(|e| Failure::failed(&e))?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{} ({} steps)",
+                audit::report::text::terminal_safe(&s.describe()),
+                steps.len()
+            );
+            let _ = out.write_all(audit::report::text::table(&steps).as_bytes());
             Ok(())
         }
         AuditCommand::Checkpoint => {

@@ -15,6 +15,7 @@ mod event;
 pub mod merkle;
 pub mod query;
 pub mod refusals;
+pub mod report;
 pub mod tree;
 mod verify;
 

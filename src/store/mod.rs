@@ -23,6 +23,7 @@ pub mod instruments;
 pub mod keys;
 pub mod parties;
 pub mod replay;
+pub mod report_rows;
 pub mod requests;
 pub mod revocation;
 pub mod schema;

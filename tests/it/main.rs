@@ -16,6 +16,7 @@ mod init;
 mod lifecycle;
 mod ocsp;
 mod pkicheck;
+mod report;
 mod revocation;
 mod signing;
 mod write_path;
