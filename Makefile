@@ -8,10 +8,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages the build and the tests need (libxml2-utils: xmllint, with
-# which `tmcs-tools sim bank` validates every pain.001 against the XSD).
+# which `tmcs-tools sim bank` validates every pain.001 against the XSD;
+# chromium: the headless browser that renders `tmcs audit report` in its test).
 APT_PKGS := softhsm2 opensc openssl libssl-dev libpq-dev pkg-config gcc make \
             postgresql postgresql-common python3 curl ca-certificates \
-            libxml2-utils
+            libxml2-utils chromium
 
 .PHONY: all deps build release demo test lint bench serve clean
 

@@ -44,7 +44,7 @@ pub enum Command {
     Tool(ToolCommand),
     /// Apply pending database migrations.
     Migrate,
-    /// Export or verify the audit log.
+    /// Export or verify the audit log; the auditor's report and timelines.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -165,12 +165,14 @@ pub const TOOLS_BIN: &str = "tmcs-tools";
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Write the audit log (events, then signed checkpoints) as JSON lines.
+    /// Write the audit log (events, then signed checkpoints, then signed tree heads) as
+    /// JSON lines.
     Export {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Verify the hash chain and the signed checkpoints; exit 1 naming the first bad seq.
+    /// Verify the hash chain, the signed checkpoints and the signed tree heads; exit 1
+    /// naming the first bad seq.
     Verify {
         /// Verify this export file instead of the database.
         #[arg(long, value_name = "FILE", requires = "cert")]
@@ -184,8 +186,26 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         checkpoints: Option<PathBuf>,
     },
-    /// Sign a checkpoint of the current head now.
+    /// Sign a checkpoint and a tree head (CONTRACT §13) of the current head now.
     Checkpoint,
+    /// Write the auditor's report: DIR/index.html, static HTML without scripts.
+    ///
+    /// The page holds the verification status, each certificate's timeline, the
+    /// signatures each subscriber key made and the parties; it needs no network. Exit 1
+    /// when the log fails verification (the report, which says so, is still written).
+    Report {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Only this subscriber (MSISDN or id), certificate serial or party id.
+        #[arg(long, value_name = "SUBJECT")]
+        subject: Option<String>,
+    },
+    /// Print one subscriber's, certificate's or party's history as a table, in order.
+    Timeline {
+        /// An MSISDN, subscriber id, certificate serial or party id.
+        #[arg(long, value_name = "SUBJECT")]
+        subject: String,
+    },
     /// Evidence bundles of single payments (GET /v1/audit/evidence/{request_id}).
     Evidence {
         #[command(subcommand)]
@@ -585,9 +605,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn audit_key_from_store(
-    store: &Store,
-) -> Result<openssl::pkey::PKey<openssl::pkey::Public>, Failure> {
+fn audit_key_from_store(store: &Store) -> Result<audit::report::AuditKey, Failure> {
     let row = store
         .read(|c| store::certs::current(c, crate::pki::names::AUDIT))
         .map_err(|e| Failure::failed(&e))?
@@ -596,9 +614,7 @@ fn audit_key_from_store(
                 "no audit certificate; run `tmcs init`".into(),
             ))
         })?;
-    openssl::x509::X509::from_pem(row.pem.as_bytes())
-        .and_then(|x| x.public_key())
-        .map_err(|e| Failure::failed(&e))
+    audit::report::AuditKey::from_pem(row.pem.as_bytes()).map_err(|e| Failure::failed(&e))
 }
 
 fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Result<(), Failure> {
@@ -635,7 +651,7 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
                 }
                 (None, _) => {
                     let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
-                    let key = audit_key_from_store(&store)?;
+                    let key = audit_key_from_store(&store)?.key;
                     audit::verify_store(&store, &key, &held)
                 }
                 (Some(_), None) => return Err(Failure::usage("--file needs --cert AUDIT_CERT")),
@@ -643,8 +659,8 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
             match result {
                 Ok(r) => {
                     println!(
-                        "audit log intact: {} events, {} signed checkpoints, head {}",
-                        r.events, r.checkpoints, r.head_hash
+                        "audit log intact: {} events, {} signed checkpoints, {} signed tree heads, head {}",
+                        r.events, r.checkpoints, r.tree_heads, r.head_hash
                     );
                     Ok(())
                 }
@@ -658,6 +674,45 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
             Ok(())
         }
         AuditCommand::Evidence { .. } => Err(Failure::usage("evidence is handled above")),
+        AuditCommand::Report { out, subject } => {
+            let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
+            let audit = audit_key_from_store(&store)?;
+            let w =
+                audit::report::write_report(&store, &audit, &out, subject.as_deref(), clock.now())
+                    .map_err(|e| Failure::failed(&e))?;
+            println!(
+                "tmcs audit report: {} written ({} subscribers, {} certificates, {} parties, \
+                 {} signatures)",
+                w.index.display(),
+                w.subscribers,
+                w.certificates,
+                w.parties,
+                w.signatures
+            );
+            if w.verified() {
+                Ok(())
+            } else {
+                let first = w.findings.iter().find(|f| !f.ok).map(|f| f.text.clone());
+                Err(Failure {
+                    code: 1,
+                    message: first.unwrap_or_else(|| "the audit log failed verification".into()),
+                })
+            }
+        }
+        AuditCommand::Timeline { subject } => {
+            let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
+            let (s, steps) =
+                audit::report::timeline(&store, &subject).map_err(|e| Failure::failed(&e))?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{} ({} steps)",
+                audit::report::text::terminal_safe(&s.describe()),
+                steps.len()
+            );
+            let _ = out.write_all(audit::report::text::table(&steps).as_bytes());
+            Ok(())
+        }
         AuditCommand::Checkpoint => {
             let app = App::open(cfg.clone(), clock)?;
             let svc = &app.svc;
@@ -671,6 +726,12 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
             {
                 Some(cp) => println!("checkpoint signed at seq {}", cp.seq),
                 None => println!("nothing new to checkpoint"),
+            }
+            if let Some(sth) =
+                audit::tree::latest_sth(&svc.store).map_err(|e| Failure::failed(&e))?
+            {
+                let json = serde_json::to_string(&sth).map_err(|e| Failure::failed(&e))?;
+                println!("signed tree head: {json}");
             }
             Ok(())
         }
@@ -710,7 +771,8 @@ pub enum ExportError {
     Json(#[from] serde_json::Error),
 }
 
-/// Writes events then checkpoints as JSON lines; returns the line count.
+/// Writes events, then checkpoints, then tree heads (`{"tree_head":…}`) as
+/// JSON lines; returns the line count.
 pub fn export(store: &Store, out: &Path) -> Result<usize, ExportError> {
     let tmp = out.with_extension("partial");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -726,6 +788,12 @@ pub fn export(store: &Store, out: &Path) -> Result<usize, ExportError> {
         let line = audit::ExportLine::Checkpoint {
             checkpoint: cp.into(),
         };
+        serde_json::to_writer(&mut w, &line)?;
+        w.write_all(b"\n")?;
+        n += 1;
+    }
+    for tree_head in audit::tree::all_sths(store)? {
+        let line = audit::ExportLine::TreeHead { tree_head };
         serde_json::to_writer(&mut w, &line)?;
         w.write_all(b"\n")?;
         n += 1;

@@ -85,6 +85,8 @@ problems! {
     InstrumentBlocked = ("instrument.blocked", 403, "The instrument is blocked"),
     InstrumentNotVerifying = ("instrument.not_verifying", 409, "The instrument is not waiting for its amount"),
     InstrumentUnavailable = ("instrument.unavailable", 409, "Payment instruments are not available"),
+    AuditRangeInvalid = ("audit.range_invalid", 400, "The seq or tree size is outside the audit log"),
+    AuditSthNotFound = ("audit.sth_not_found", 404, "No signed tree head of that size"),
 }
 
 impl std::fmt::Display for Problem {

@@ -4,33 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use diesel::{Connection, RunQueryDsl};
+
+mod common;
+use common::{stderr, stdout, tmcs, tmcs_with};
 
 #[path = "../../tests/it/support.rs"]
 #[allow(dead_code, unused_macros)]
 mod support;
-
-fn tmcs(data: &Path, args: &[&str]) -> Output {
-    tmcs_with(data, &[], args)
-}
-
-/// `tmcs` with the caller's `TMCS_*` removed and `env` set.
-fn tmcs_with(data: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tmcs"));
-    cmd.arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .current_dir(data.parent().unwrap());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TMCS_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied()).output().unwrap()
-}
 
 /// Short commands on PostgreSQL exit 0 every time. A pool thread still
 /// connecting when the command returned ran into the exit handlers of
@@ -56,14 +39,6 @@ fn short_commands_on_postgres_exit_cleanly() {
             stderr(&o)
         );
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
 }
 
 #[test]

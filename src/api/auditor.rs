@@ -10,6 +10,9 @@ use serde::Deserialize;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/events", web::get().to(events))
         .route("/checkpoints", web::get().to(checkpoints))
+        .route("/sth", web::get().to(sth))
+        .route("/proof/inclusion", web::get().to(inclusion))
+        .route("/proof/consistency", web::get().to(consistency))
         .route("/evidence/{request_id}", web::get().to(evidence));
 }
 
@@ -80,4 +83,58 @@ async fn evidence(
     let id = path.into_inner();
     let b = state.domain(move |svc| bundle::bundle(svc, &id)).await?;
     Ok(HttpResponse::Ok().json(b))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SthQuery {
+    tree_size: Option<i64>,
+}
+
+async fn sth(
+    state: web::Data<State>,
+    _caller: Caller,
+    q: web::Query<SthQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let tree_size = q.into_inner().tree_size;
+    let head = state.domain(move |svc| query::sth(svc, tree_size)).await?;
+    Ok(HttpResponse::Ok().json(head))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    seq: i64,
+    tree_size: i64,
+}
+
+async fn inclusion(
+    state: web::Data<State>,
+    _caller: Caller,
+    q: web::Query<InclusionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let InclusionQuery { seq, tree_size } = q.into_inner();
+    let proof = state
+        .domain(move |svc| query::inclusion(svc, seq, tree_size))
+        .await?;
+    Ok(HttpResponse::Ok().json(proof))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    first: i64,
+    second: i64,
+}
+
+async fn consistency(
+    state: web::Data<State>,
+    _caller: Caller,
+    q: web::Query<ConsistencyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let ConsistencyQuery { first, second } = q.into_inner();
+    let proof = state
+        .domain(move |svc| query::consistency(svc, first, second))
+        .await?;
+    Ok(HttpResponse::Ok().json(proof))
 }

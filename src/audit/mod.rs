@@ -16,6 +16,8 @@ pub mod evidence;
 pub mod merkle;
 pub mod query;
 pub mod refusals;
+pub mod report;
+pub mod tree;
 mod verify;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,10 @@ pub enum AuditError {
     SecretInDetails(String),
     #[error("audit encoding: {0}")]
     Encoding(String),
+    /// A proof or tree head asked for outside the log (a seq or tree size
+    /// below 1, past the log's end, or `first` > `second`).
+    #[error("out of range: {0}")]
+    Range(String),
 }
 
 impl AuditError {
@@ -53,7 +59,9 @@ impl AuditError {
         match self {
             AuditError::Store(e) => e.is_transient(),
             AuditError::Hsm(e) => e.is_transient(),
-            AuditError::SecretInDetails(_) | AuditError::Encoding(_) => false,
+            AuditError::SecretInDetails(_) | AuditError::Encoding(_) | AuditError::Range(_) => {
+                false
+            }
         }
     }
 }
@@ -284,12 +292,14 @@ where
     }
 }
 
-/// A line of an export file: an event, or a checkpoint wrapped as
-/// `{"checkpoint": {...}}`.
+/// A line of an export file: an event, a checkpoint wrapped as
+/// `{"checkpoint": {...}}`, or a signed tree head wrapped as
+/// `{"tree_head": {...}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ExportLine {
     Checkpoint { checkpoint: Checkpoint },
+    TreeHead { tree_head: merkle::SignedTreeHead },
     Event(Event),
 }
 
@@ -338,7 +348,7 @@ mod tests {
         let line = serde_json::to_string(&ExportLine::Event(e.clone())).unwrap();
         match serde_json::from_str::<ExportLine>(&line).unwrap() {
             ExportLine::Event(back) => assert_eq!(back, e),
-            ExportLine::Checkpoint { .. } => panic!("event read as checkpoint"),
+            other => panic!("event read as {other:?}"),
         }
         let cp = Checkpoint {
             seq: 1,
@@ -353,7 +363,22 @@ mod tests {
         assert!(line.starts_with("{\"checkpoint\":"));
         match serde_json::from_str::<ExportLine>(&line).unwrap() {
             ExportLine::Checkpoint { checkpoint } => assert_eq!(checkpoint, cp),
-            ExportLine::Event(_) => panic!("checkpoint read as event"),
+            other => panic!("checkpoint read as {other:?}"),
+        }
+        let sth = merkle::SignedTreeHead {
+            tree_size: 1,
+            root_hash: hex::encode(merkle::leaf_hash(&[1; 32])),
+            ts: e.ts.clone(),
+            sig: "AA==".into(),
+        };
+        let line = serde_json::to_string(&ExportLine::TreeHead {
+            tree_head: sth.clone(),
+        })
+        .unwrap();
+        assert!(line.starts_with("{\"tree_head\":"));
+        match serde_json::from_str::<ExportLine>(&line).unwrap() {
+            ExportLine::TreeHead { tree_head } => assert_eq!(tree_head, sth),
+            other => panic!("tree head read as {other:?}"),
         }
     }
 }

@@ -1,18 +1,23 @@
-//! Verification of the chain and its checkpoints, from the database or from
-//! an export file. The first problem found is reported with its `seq`.
+//! Verification of the chain, its checkpoints and its signed tree heads,
+//! from the database or from an export file. The first problem found is
+//! reported with its `seq`.
 
 use std::io::BufRead;
 
 use openssl::pkey::{PKey, Public};
 
+use super::merkle::SignedTreeHead;
+use super::tree::{self, Pyramid};
 use super::{verify_checkpoint_sig, AuditError, Checkpoint, Event, ExportLine, GENESIS_HASH};
-use crate::store::audit_rows;
 use crate::store::Store;
+use crate::store::{audit_rows, tree_rows};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
     pub events: i64,
     pub checkpoints: usize,
+    /// Signed tree heads checked (CONTRACT §13).
+    pub tree_heads: usize,
     pub head_hash: String,
 }
 
@@ -125,10 +130,60 @@ impl Chain {
         Ok(())
     }
 
-    fn report(&self, checkpoints: usize) -> VerifyReport {
+    /// The Merkle tree of the verified events, computed here.
+    fn pyramid(&self) -> Pyramid {
+        Pyramid::of_events(&self.hashes)
+    }
+
+    /// Each tree head's signature, and its root against the tree of the
+    /// verified events, smallest first.
+    fn check_tree_heads(
+        &self,
+        pyramid: &Pyramid,
+        heads: &[SignedTreeHead],
+        key: &PKey<Public>,
+    ) -> Result<(), VerifyFailure> {
+        let mut heads: Vec<&SignedTreeHead> = heads.iter().collect();
+        heads.sort_by_key(|h| h.tree_size);
+        for h in heads {
+            let n = h.tree_size;
+            if !h.signature_verifies(key) {
+                return Err(fail(
+                    n,
+                    format!(
+                        "tree head of size {n}: signature does not verify with the audit certificate"
+                    ),
+                ));
+            }
+            if n > self.last_seq() {
+                return Err(fail(
+                    self.last_seq() + 1,
+                    format!(
+                        "tree head of size {n}: events after seq {} are missing",
+                        self.last_seq()
+                    ),
+                ));
+            }
+            let root = u64::try_from(n)
+                .ok()
+                .filter(|&n| n > 0)
+                .and_then(|n| pyramid.root(n))
+                .ok_or_else(|| fail(n, format!("tree head of size {n}: not a tree size")))?;
+            if hex::encode(root) != h.root_hash {
+                return Err(fail(
+                    n,
+                    format!("tree head of size {n}: root does not match the log"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self, checkpoints: usize, tree_heads: usize) -> VerifyReport {
         VerifyReport {
             events: self.last_seq(),
             checkpoints,
+            tree_heads,
             head_hash: self.prev.clone(),
         }
     }
@@ -174,7 +229,87 @@ pub fn verify_store(
     let n = cps.len();
     let all: Vec<Checkpoint> = cps.into_iter().chain(held.iter().cloned()).collect();
     chain.check_checkpoints(&all, key)?;
-    Ok(chain.report(n))
+    let pyramid = chain.pyramid();
+    let heads = tree::all_sths(store)?;
+    chain.check_tree_heads(&pyramid, &heads, key)?;
+    check_stored_nodes(store, &pyramid)?;
+    Ok(chain.report(n, heads.len()))
+}
+
+/// Every stored tree node against the tree of the verified events: each
+/// equal, none beyond the log, none missing (each level holds the nodes
+/// `0..(built >> level)` of the built size).
+fn check_stored_nodes(store: &Store, pyramid: &Pyramid) -> Result<(), VerifyError> {
+    let node_fail = |level: i32, idx: i64, what: &str| {
+        let first_seq = u32::try_from(level)
+            .ok()
+            .and_then(|l| idx.checked_shl(l))
+            .map_or(0, |i| i.saturating_add(1));
+        fail(
+            first_seq,
+            format!("stored tree node (level {level}, index {idx}) {what}"),
+        )
+    };
+    let (mut at_level, mut next_idx, mut built) = (0i32, 0i64, None::<i64>);
+    let (mut after_level, mut after_idx) = (-1i32, 0i64);
+    // Level `level` must hold exactly `built >> level` nodes (`built` being
+    // the number of leaves stored).
+    let level_complete = |level: i32, count: i64, built: i64| -> Result<(), VerifyFailure> {
+        let want = u32::try_from(level)
+            .ok()
+            .and_then(|l| built.checked_shr(l))
+            .unwrap_or(0);
+        match count.cmp(&want) {
+            std::cmp::Ordering::Less => Err(node_fail(level, count, "is missing")),
+            std::cmp::Ordering::Greater => Err(node_fail(
+                level,
+                want,
+                "is stored but the leaves under it are not",
+            )),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    };
+    loop {
+        let rows = store.read(|c| tree_rows::nodes_after(c, after_level, after_idx, 5000))?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        (after_level, after_idx) = (last.level, last.idx);
+        for r in rows {
+            while r.level > at_level {
+                let b = *built.get_or_insert(next_idx);
+                level_complete(at_level, next_idx, b)?;
+                at_level += 1;
+                next_idx = 0;
+            }
+            if r.level < 0 || r.idx != next_idx {
+                return Err(node_fail(r.level, next_idx.min(r.idx), "is missing").into());
+            }
+            let want = u32::try_from(r.level)
+                .ok()
+                .zip(u64::try_from(r.idx).ok())
+                .and_then(|(l, i)| pyramid.get(l, i));
+            match want {
+                None => {
+                    return Err(node_fail(r.level, r.idx, "covers events beyond the log").into())
+                }
+                Some(w) if hex::encode(w) != r.hash => {
+                    return Err(node_fail(r.level, r.idx, "does not match the log").into())
+                }
+                Some(_) => {}
+            }
+            next_idx += 1;
+        }
+    }
+    let b = *built.get_or_insert(next_idx);
+    loop {
+        level_complete(at_level, next_idx, b)?;
+        at_level += 1;
+        next_idx = 0;
+        if at_level >= 63 || b >> at_level == 0 {
+            return Ok(());
+        }
+    }
 }
 
 /// Verifies an export (JSON lines of events and `{"checkpoint":…}` lines).
@@ -185,6 +320,7 @@ pub fn verify_lines(
 ) -> Result<VerifyReport, VerifyError> {
     let mut chain = Chain::new();
     let mut cps = Vec::new();
+    let mut heads = Vec::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -193,10 +329,14 @@ pub fn verify_lines(
         match serde_json::from_str::<ExportLine>(&line) {
             Ok(ExportLine::Event(e)) => chain.push(&e)?,
             Ok(ExportLine::Checkpoint { checkpoint }) => cps.push(checkpoint),
+            Ok(ExportLine::TreeHead { tree_head }) => heads.push(tree_head),
             Err(_) => {
                 return Err(fail(
                     chain.next_seq,
-                    format!("line {} is neither an event nor a checkpoint", n + 1),
+                    format!(
+                        "line {} is neither an event, a checkpoint nor a tree head",
+                        n + 1
+                    ),
                 )
                 .into())
             }
@@ -205,7 +345,10 @@ pub fn verify_lines(
     let n = cps.len();
     cps.extend(held.iter().cloned());
     chain.check_checkpoints(&cps, key)?;
-    Ok(chain.report(n))
+    if !heads.is_empty() {
+        chain.check_tree_heads(&chain.pyramid(), &heads, key)?;
+    }
+    Ok(chain.report(n, heads.len()))
 }
 
 /// Checkpoints an auditor kept: the JSON of `GET /v1/audit/checkpoints`
@@ -229,7 +372,7 @@ pub fn parse_held_checkpoints(text: &str) -> Result<Vec<Checkpoint>, String> {
         }
         match serde_json::from_str::<ExportLine>(line) {
             Ok(ExportLine::Checkpoint { checkpoint }) => out.push(checkpoint),
-            Ok(ExportLine::Event(_)) => {}
+            Ok(ExportLine::Event(_) | ExportLine::TreeHead { .. }) => {}
             Err(_) => match serde_json::from_str::<Checkpoint>(line) {
                 Ok(c) => out.push(c),
                 Err(e) => return Err(format!("line {}: {e}", n + 1)),

@@ -36,7 +36,7 @@ const CHECKPOINT_LOCK: i64 = 7_316_827_302;
 /// Takes the transaction-scoped advisory lock `key`, released at commit or
 /// rollback. SQLite transactions from `Store::write` already hold the
 /// write lock, which serialises them all.
-fn advisory_xact_lock(conn: &mut DbConn, key: i64) -> DbResult<()> {
+pub(super) fn advisory_xact_lock(conn: &mut DbConn, key: i64) -> DbResult<()> {
     if matches!(conn, DbConn::Pg(_)) {
         execute_raw(conn, &format!("SELECT pg_advisory_xact_lock({key})"))?;
     }

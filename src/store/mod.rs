@@ -9,7 +9,7 @@
 //!   of meeting in SQLite's busy handler, and WAL checkpoints run in a
 //!   thread of their own; on PostgreSQL each writer has its own pooled
 //!   connection;
-//! * repositories (`keys`, `certs`, `clients`, `audit_rows`) are plain
+//! * repositories (`keys`, `certs`, `clients`, `audit_rows`, `tree_rows`) are plain
 //!   functions over `&mut DbConn`, so domain code composes them in one
 //!   transaction.
 
@@ -24,10 +24,12 @@ pub mod instruments;
 pub mod keys;
 pub mod parties;
 pub mod replay;
+pub mod report_rows;
 pub mod requests;
 pub mod revocation;
 pub mod schema;
 pub mod subscribers;
+pub mod tree_rows;
 pub mod wrapped;
 
 use std::cell::Cell;

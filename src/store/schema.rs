@@ -79,6 +79,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    audit_tree_nodes (level, idx) {
+        level -> Integer,
+        idx -> BigInt,
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    audit_tree_heads (tree_size) {
+        tree_size -> BigInt,
+        root_hash -> Text,
+        ts -> Text,
+        sig -> Text,
+    }
+}
+
+diesel::table! {
     keks (version) {
         version -> Integer,
         key_id -> Text,

@@ -209,6 +209,16 @@ fn cut_tail_is_caught_by_a_held_checkpoint(db: Db) {
         &app,
         &format!("DELETE FROM audit_checkpoints WHERE seq = {}", held.seq),
     );
+    // The cut also took the tree head signed with that checkpoint and the
+    // tree nodes over the events cut (else `verify` names those).
+    raw(
+        &app,
+        &format!("DELETE FROM audit_tree_heads WHERE tree_size > {first}"),
+    );
+    raw(
+        &app,
+        &format!("DELETE FROM audit_tree_nodes WHERE ((idx + 1) << level) > {first}"),
+    );
     assert!(
         audit::verify_store(&app.svc.store, &key, &[]).is_ok(),
         "the database alone cannot see this"

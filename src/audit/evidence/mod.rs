@@ -10,10 +10,10 @@ pub mod verify;
 
 use serde::{Deserialize, Serialize};
 
-use super::merkle::{self, SignedTreeHead};
+use super::merkle::SignedTreeHead;
+use super::tree;
 use super::{AuditError, Event};
 use crate::app::Services;
-use crate::clock::rfc3339_millis;
 use crate::error::{internal, reject, DomainResult, Problem};
 use crate::store::audit_rows::{self, EventFilter};
 use crate::store::{certs, evidence, requests};
@@ -143,53 +143,37 @@ pub fn bundle(svc: &Services, request_id: &str) -> DomainResult<Bundle> {
 
 /// Inclusion proofs of `seqs` and a signed tree head that covers them all.
 ///
-/// stand-in until audit::tree lands: this reads every event hash and
-/// builds the tree in memory (O(n)), and signs a tree head of the current
-/// head with the audit key now, without storing it. With the tree API it
-/// becomes: take `tree::latest_sth`; if it is missing or its `tree_size`
-/// is below the largest seq listed, sign one now (`make_checkpoint`, which
-/// signs a tree head with each checkpoint) and take it again, so the tree
-/// head always covers every listed event (a bundle must verify on its own,
-/// without waiting for the next timer); then `tree::inclusion(store, seq,
-/// sth.tree_size)` per event, mapped to [`Proof`].
+/// The tree head the bundle stands on, and one inclusion proof in it per
+/// listed event. The newest signed tree head is taken; when it does not
+/// cover every listed event (no checkpoint since the request was signed),
+/// one is signed now (`make_checkpoint` signs a tree head with each
+/// checkpoint) and taken again, so that a bundle verifies on its own
+/// without waiting for the next timer. Each proof reads O(log n) stored
+/// tree nodes.
 fn proofs_and_sth(svc: &Services, seqs: &[i64]) -> DomainResult<(Vec<Proof>, SignedTreeHead)> {
-    let mut leaves = Vec::new();
-    super::for_each_stored(&svc.store, |r| -> Result<(), AuditError> {
-        let h = merkle::parse_hash(&r.hash)
-            .ok_or_else(|| AuditError::Encoding(format!("event {}: hash is not hex", r.seq)))?;
-        leaves.push(merkle::leaf_hash(&h));
-        Ok(())
-    })?;
-    let n = leaves.len() as u64;
-    if seqs.iter().any(|&s| s < 1 || s as u64 > n) {
-        return Err(internal("an event lies outside the log read"));
-    }
-    let Ok(root) = merkle::root(&mut merkle::InMemory(&leaves), n);
-    let root_hash = hex::encode(root);
-    let tree_size = i64::try_from(n).map_err(|e| internal(e.to_string()))?;
-    let ts = rfc3339_millis(svc.clock.now());
-    let sig = svc.custody.sign_sha256(
-        &svc.pki.keys.audit,
-        merkle::sth_message(tree_size, &root_hash, &ts).as_bytes(),
-    )?;
+    let needed = seqs.iter().copied().max().unwrap_or(0);
+    let covering = |h: Option<SignedTreeHead>| h.filter(|h| h.tree_size >= needed);
+    let sth = match covering(tree::latest_sth(&svc.store)?) {
+        Some(h) => h,
+        None => {
+            super::make_checkpoint(
+                &svc.store,
+                svc.custody.as_ref(),
+                &svc.pki.keys.audit,
+                svc.clock.now(),
+            )?;
+            covering(tree::latest_sth(&svc.store)?)
+                .ok_or_else(|| internal("no signed tree head covers the request's events"))?
+        }
+    };
     let proofs = seqs
         .iter()
         .map(|&seq| {
-            let Ok(path) =
-                merkle::inclusion_path(&mut merkle::InMemory(&leaves), seq as u64 - 1, n);
-            Proof {
+            tree::inclusion(&svc.store, seq, sth.tree_size).map(|p| Proof {
                 seq,
-                audit_path: path.iter().map(hex::encode).collect(),
-            }
+                audit_path: p.audit_path,
+            })
         })
-        .collect();
-    Ok((
-        proofs,
-        SignedTreeHead {
-            tree_size,
-            root_hash,
-            ts,
-            sig: crate::signing::b64(&sig),
-        },
-    ))
+        .collect::<Result<Vec<_>, AuditError>>()?;
+    Ok((proofs, sth))
 }
