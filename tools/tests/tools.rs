@@ -99,7 +99,8 @@ fn assert_demo_succeeded(o: &Output) {
 /// The demo's evidence bundle (issue 12, CONTRACT §13), checked by
 /// `tmcs audit evidence verify` as a separate process with the demo's
 /// `ca.pem` and `audit.pem`: exit 0; a copy with one changed byte of the
-/// signature exits 1 naming it.
+/// iMS, the signature, the OCSP response, an event or the tree head exits 1
+/// naming that part.
 fn evidence_verifies_offline(out: &str, data: &Path) {
     assert!(
         out.contains("evidence verified offline"),
@@ -142,22 +143,39 @@ fn evidence_verifies_offline(out: &str, data: &Path) {
         8,
         "{text}"
     );
-    // One changed byte in the signature.
-    let mut v: serde_json::Value =
+    // One changed byte in each part fails, naming that part.
+    let pristine: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
-    let sig = v["signature"].as_str().unwrap().to_string();
-    let mut bytes = sig.into_bytes();
-    bytes[20] = if bytes[20] == b'A' { b'B' } else { b'A' };
-    v["signature"] = serde_json::Value::String(String::from_utf8(bytes).unwrap());
-    let bad = data.join("evidence-tampered.json");
-    std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
-    let o = verify(&bad);
-    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
-    let err = stderr(&o);
-    assert!(
-        err.starts_with("error: evidence: signature: does not verify"),
-        "{err}"
-    );
+    let ims = pristine["ims"].as_str().unwrap();
+    let amount = ims.find("<amount>").unwrap() + "<amount>EUR".len();
+    let len = |p: &str| pristine.pointer(p).unwrap().as_str().unwrap().len();
+    for (pointer, at, named) in [
+        ("/ims", amount, "iMS"),
+        ("/signature", 20, "signature: does not verify"),
+        ("/ocsp", len("/ocsp") / 2, "OCSP response"),
+        ("/events/0/ts", 5, "event seq"),
+        ("/sth/root_hash", 10, "tree head"),
+    ] {
+        let mut v = pristine.clone();
+        let s = v.pointer_mut(pointer).unwrap();
+        let mut bytes = s.as_str().unwrap().as_bytes().to_vec();
+        bytes[at] = match bytes[at] {
+            b'0' => b'1',
+            b'A' => b'B',
+            c if c.is_ascii_digit() => b'0',
+            _ => b'A',
+        };
+        *s = serde_json::Value::String(String::from_utf8(bytes).unwrap());
+        let bad = data.join("evidence-tampered.json");
+        std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
+        let o = verify(&bad);
+        assert_eq!(o.status.code(), Some(1), "{pointer}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.starts_with("error: evidence: ") && err.contains(named),
+            "{pointer} should be named {named:?}: {err}"
+        );
+    }
 }
 
 /// `tmcs-tools demo` completes and prints a fully signed iMS.
