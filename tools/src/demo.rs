@@ -775,7 +775,8 @@ async fn flow(out: &mut Out, l: &Local, sims: &Sims) -> Result<(), DemoError> {
         out.line(&format!("ok: {c}"));
     }
     out.line(&format!(
-        "evidence verified offline; again with: tmcs audit evidence verify {} --ca {} --audit-cert {}",
+        "evidence verified offline; again with (the data dir is removed at exit unless the demo \
+         ran with --keep): tmcs audit evidence verify {} --ca {} --audit-cert {}",
         path.display(),
         ca.display(),
         data.join("audit.pem").display()
