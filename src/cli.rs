@@ -185,6 +185,11 @@ pub enum AuditCommand {
         /// log cut after its last stored checkpoint.
         #[arg(long, value_name = "FILE")]
         checkpoints: Option<PathBuf>,
+        /// Signed tree heads an auditor kept (GET /v1/audit/sth answers: one, a JSON
+        /// array, or JSON lines): each must still match the log's Merkle tree, which
+        /// catches a log rewritten together with its stored tree heads.
+        #[arg(long = "tree-heads", value_name = "FILE")]
+        tree_heads: Option<PathBuf>,
     },
     /// Sign a checkpoint and a tree head (CONTRACT §13) of the current head now.
     Checkpoint,
@@ -617,21 +622,31 @@ fn audit_key_from_store(store: &Store) -> Result<audit::report::AuditKey, Failur
     audit::report::AuditKey::from_pem(row.pem.as_bytes()).map_err(|e| Failure::failed(&e))
 }
 
+/// What an auditor kept, read from `path` by `parse` (none without a path);
+/// an unreadable or unparsable file is a usage error naming it.
+fn read_held<T>(
+    path: Option<&std::path::Path>,
+    parse: fn(&str) -> Result<Vec<T>, String>,
+) -> Result<Vec<T>, Failure> {
+    let Some(p) = path else {
+        return Ok(Vec::new());
+    };
+    let text =
+        std::fs::read_to_string(p).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
+    parse(&text).map_err(|e| Failure::usage(format!("{}: {e}", p.display())))
+}
+
 fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Result<(), Failure> {
     match command {
         AuditCommand::Verify {
             file,
             cert,
             checkpoints,
+            tree_heads,
         } => {
-            let held = match &checkpoints {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?;
-                    audit::parse_held_checkpoints(&text)
-                        .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?
-                }
-                None => Vec::new(),
+            let held = audit::Held {
+                checkpoints: read_held(checkpoints.as_deref(), audit::parse_held_checkpoints)?,
+                tree_heads: read_held(tree_heads.as_deref(), audit::parse_held_tree_heads)?,
             };
             let result = match (file, cert) {
                 (Some(file), Some(cert)) => {
@@ -647,12 +662,12 @@ fn audit_command(cfg: &Config, clock: SharedClock, command: AuditCommand) -> Res
                         })?;
                     let f = std::fs::File::open(&file)
                         .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
-                    audit::verify_lines(std::io::BufReader::new(f), &key, &held)
+                    audit::verify_lines_held(std::io::BufReader::new(f), &key, &held)
                 }
                 (None, _) => {
                     let store = Store::open(&app::store_settings(cfg)).map_err(AppError::from)?;
                     let key = audit_key_from_store(&store)?.key;
-                    audit::verify_store(&store, &key, &held)
+                    audit::verify_store_held(&store, &key, &held)
                 }
                 (Some(_), None) => return Err(Failure::usage("--file needs --cert AUDIT_CERT")),
             };

@@ -31,7 +31,8 @@ use crate::store::{DbConn, StoreError};
 pub use checkpoint::{checkpoint_message, make_checkpoint, verify_checkpoint_sig, Checkpoint};
 pub use event::{AuditEvent, BlockedBy, Channel, PinDuring};
 pub use verify::{
-    parse_held_checkpoints, verify_lines, verify_store, VerifyError, VerifyFailure, VerifyReport,
+    parse_held_checkpoints, parse_held_tree_heads, verify_lines, verify_lines_held, verify_store,
+    verify_store_held, Held, VerifyError, VerifyFailure, VerifyReport,
 };
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -214,6 +214,18 @@ pub fn verify_store(
     key: &PKey<Public>,
     held: &[Checkpoint],
 ) -> Result<VerifyReport, VerifyError> {
+    verify_store_held(store, key, &Held::checkpoints(held))
+}
+
+/// [`verify_store`] with what an auditor kept: checkpoints, and signed tree
+/// heads (`GET /v1/audit/sth` answers). A kept tree head catches a log
+/// rewritten together with its stored tree heads and checkpoints (its root
+/// no longer matches) or cut below its size.
+pub fn verify_store_held(
+    store: &Store,
+    key: &PKey<Public>,
+    held: &Held,
+) -> Result<VerifyReport, VerifyError> {
     let mut chain = Chain::new();
     super::for_each_stored(store, |r| -> Result<(), VerifyError> {
         let seq = r.seq;
@@ -227,13 +239,21 @@ pub fn verify_store(
         .map(Checkpoint::from)
         .collect();
     let n = cps.len();
-    let all: Vec<Checkpoint> = cps.into_iter().chain(held.iter().cloned()).collect();
+    let all: Vec<Checkpoint> = cps
+        .into_iter()
+        .chain(held.checkpoints.iter().cloned())
+        .collect();
     chain.check_checkpoints(&all, key)?;
     let pyramid = chain.pyramid();
     let heads = tree::all_sths(store)?;
-    chain.check_tree_heads(&pyramid, &heads, key)?;
+    let count = heads.len();
+    let all: Vec<SignedTreeHead> = heads
+        .into_iter()
+        .chain(held.tree_heads.iter().cloned())
+        .collect();
+    chain.check_tree_heads(&pyramid, &all, key)?;
     check_stored_nodes(store, &pyramid)?;
-    Ok(chain.report(n, heads.len()))
+    Ok(chain.report(n, count))
 }
 
 /// Every stored tree node against the tree of the verified events: each
@@ -318,6 +338,15 @@ pub fn verify_lines(
     key: &PKey<Public>,
     held: &[Checkpoint],
 ) -> Result<VerifyReport, VerifyError> {
+    verify_lines_held(reader, key, &Held::checkpoints(held))
+}
+
+/// [`verify_lines`] with the checkpoints and tree heads an auditor kept.
+pub fn verify_lines_held(
+    reader: impl BufRead,
+    key: &PKey<Public>,
+    held: &Held,
+) -> Result<VerifyReport, VerifyError> {
     let mut chain = Chain::new();
     let mut cps = Vec::new();
     let mut heads = Vec::new();
@@ -343,12 +372,61 @@ pub fn verify_lines(
         }
     }
     let n = cps.len();
-    cps.extend(held.iter().cloned());
+    cps.extend(held.checkpoints.iter().cloned());
     chain.check_checkpoints(&cps, key)?;
+    let count = heads.len();
+    heads.extend(held.tree_heads.iter().cloned());
     if !heads.is_empty() {
         chain.check_tree_heads(&chain.pyramid(), &heads, key)?;
     }
-    Ok(chain.report(n, heads.len()))
+    Ok(chain.report(n, count))
+}
+
+/// What an auditor kept from earlier visits, checked against the log as it
+/// is now: checkpoints and signed tree heads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    pub checkpoints: Vec<Checkpoint>,
+    pub tree_heads: Vec<SignedTreeHead>,
+}
+
+impl Held {
+    fn checkpoints(cps: &[Checkpoint]) -> Held {
+        Held {
+            checkpoints: cps.to_vec(),
+            tree_heads: Vec::new(),
+        }
+    }
+}
+
+/// Tree heads an auditor kept: one answer of `GET /v1/audit/sth`, a JSON
+/// array of them, or JSON lines (bare tree heads, or the `{"tree_head":…}`
+/// lines of an export, whose other lines are skipped).
+pub fn parse_held_tree_heads(text: &str) -> Result<Vec<SignedTreeHead>, String> {
+    if let Ok(h) = serde_json::from_str::<SignedTreeHead>(text) {
+        return Ok(vec![h]);
+    }
+    if let Ok(v) = serde_json::from_str::<Vec<SignedTreeHead>>(text) {
+        return Ok(v);
+    }
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<ExportLine>(line) {
+            Ok(ExportLine::TreeHead { tree_head }) => out.push(tree_head),
+            Ok(ExportLine::Event(_) | ExportLine::Checkpoint { .. }) => {}
+            Err(_) => match serde_json::from_str::<SignedTreeHead>(line) {
+                Ok(h) => out.push(h),
+                Err(e) => return Err(format!("line {}: {e}", n + 1)),
+            },
+        }
+    }
+    if out.is_empty() {
+        return Err("no signed tree head in the file".into());
+    }
+    Ok(out)
 }
 
 /// Checkpoints an auditor kept: the JSON of `GET /v1/audit/checkpoints`
@@ -414,6 +492,31 @@ mod tests {
             c.push(e)?;
         }
         Ok(())
+    }
+
+    #[test]
+    fn held_tree_heads_parse_in_every_shape() {
+        let h = |n: i64| SignedTreeHead {
+            tree_size: n,
+            root_hash: "ab".repeat(32),
+            ts: "2026-12-02T00:00:00.000Z".into(),
+            sig: "AA==".into(),
+        };
+        let one = serde_json::to_string(&h(3)).unwrap();
+        assert_eq!(parse_held_tree_heads(&one).unwrap(), vec![h(3)]);
+        let arr = serde_json::to_string(&vec![h(3), h(5)]).unwrap();
+        assert_eq!(parse_held_tree_heads(&arr).unwrap(), vec![h(3), h(5)]);
+        let export = format!(
+            "{}\n{}\n{}\n",
+            serde_json::to_string(&chain_of(1)[0]).unwrap(),
+            serde_json::to_string(&ExportLine::TreeHead { tree_head: h(1) }).unwrap(),
+            serde_json::to_string(&h(2)).unwrap()
+        );
+        assert_eq!(parse_held_tree_heads(&export).unwrap(), vec![h(1), h(2)]);
+        assert!(parse_held_tree_heads("{\"tree_size\":1}\n")
+            .unwrap_err()
+            .starts_with("line 1:"));
+        assert!(parse_held_tree_heads("\n").is_err());
     }
 
     #[test]

@@ -715,6 +715,10 @@ fn changing_an_event_breaks_its_proofs(db: Db) {
         )
     };
     let target = signed_from + 5;
+    // The newest tree head, as an auditor would have kept it from
+    // `GET /v1/audit/sth` before anything was changed.
+    let kept = tree::latest_sth(store).unwrap().unwrap();
+    assert_eq!(kept.tree_size, n);
     for size in [target, target + 1, n] {
         for seq in 1..=size {
             assert!(verifies(
@@ -792,11 +796,52 @@ fn changing_an_event_breaks_its_proofs(db: Db) {
     assert!(!verifies(target, n, &forged_leaf));
     assert!(!verifies(1, n, &rfc_leaf(&all_events(store)[0].hash)));
 
-    // A tree head whose signature does not verify is named too.
+    // Deleting the stored tree heads that tell as well leaves a log the
+    // database alone cannot fault; the tree head the auditor kept still
+    // tells, by name.
     raw(
         store,
         &format!("DELETE FROM audit_tree_heads WHERE tree_size >= {target}"),
     );
+    audit::verify_store(store, &key, &[]).expect("the rewritten log passes on its own");
+    let held = audit::Held {
+        checkpoints: Vec::new(),
+        tree_heads: vec![kept.clone()],
+    };
+    let err = audit::verify_store_held(store, &key, &held)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "tree head of size {n}: root does not match the log"
+        )),
+        "{err}"
+    );
+    // A kept tree head larger than the log: the log was cut (with the tree
+    // nodes over the cut events).
+    raw(
+        store,
+        &format!("DELETE FROM audit_events WHERE seq > {}", n - 3),
+    );
+    raw(
+        store,
+        &format!(
+            "DELETE FROM audit_tree_nodes WHERE (idx + 1) * (1 << level) > {}",
+            n - 3
+        ),
+    );
+    let err = audit::verify_store_held(store, &key, &held)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "tree head of size {n}: events after seq {} are missing",
+            n - 3
+        )),
+        "{err}"
+    );
+
+    // A tree head whose signature does not verify is named too.
     raw(
         store,
         &format!(
