@@ -17,6 +17,7 @@ mod init;
 mod lifecycle;
 mod ocsp;
 mod pkicheck;
+mod repo_hygiene;
 mod report;
 mod revocation;
 mod signing;
