@@ -409,20 +409,10 @@ pub fn parse_held_tree_heads(text: &str) -> Result<Vec<SignedTreeHead>, String> 
     if let Ok(v) = serde_json::from_str::<Vec<SignedTreeHead>>(text) {
         return Ok(v);
     }
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<ExportLine>(line) {
-            Ok(ExportLine::TreeHead { tree_head }) => out.push(tree_head),
-            Ok(ExportLine::Event(_) | ExportLine::Checkpoint { .. }) => {}
-            Err(_) => match serde_json::from_str::<SignedTreeHead>(line) {
-                Ok(h) => out.push(h),
-                Err(e) => return Err(format!("line {}: {e}", n + 1)),
-            },
-        }
-    }
+    let out = held_lines(text, |l| match l {
+        ExportLine::TreeHead { tree_head } => Some(tree_head),
+        _ => None,
+    })?;
     if out.is_empty() {
         return Err("no signed tree head in the file".into());
     }
@@ -443,16 +433,28 @@ pub fn parse_held_checkpoints(text: &str) -> Result<Vec<Checkpoint>, String> {
     if let Ok(v) = serde_json::from_str::<Vec<Checkpoint>>(text) {
         return Ok(v);
     }
+    held_lines(text, |l| match l {
+        ExportLine::Checkpoint { checkpoint } => Some(checkpoint),
+        _ => None,
+    })
+}
+
+/// JSON lines of kept items: export lines (`pick` keeps the ones of this
+/// kind, the others are skipped) or bare items; an unreadable line is
+/// named by its number.
+fn held_lines<T: serde::de::DeserializeOwned>(
+    text: &str,
+    pick: fn(ExportLine) -> Option<T>,
+) -> Result<Vec<T>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<ExportLine>(line) {
-            Ok(ExportLine::Checkpoint { checkpoint }) => out.push(checkpoint),
-            Ok(ExportLine::Event(_) | ExportLine::TreeHead { .. }) => {}
-            Err(_) => match serde_json::from_str::<Checkpoint>(line) {
-                Ok(c) => out.push(c),
+            Ok(l) => out.extend(pick(l)),
+            Err(_) => match serde_json::from_str::<T>(line) {
+                Ok(item) => out.push(item),
                 Err(e) => return Err(format!("line {}: {e}", n + 1)),
             },
         }
