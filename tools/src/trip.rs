@@ -148,12 +148,29 @@ pub struct Sims {
 }
 
 impl Sims {
-    /// Starts them with their state under `dir`.
+    /// Starts them with their state under `dir`; the bank judges every
+    /// pain.001 with its built-in copy of CONTRACT §11's XSD.
     pub fn start(tools_exe: &Path, tls: &SimTls, dir: &Path) -> Result<Sims, DemoError> {
+        Self::start_judged_by(tools_exe, tls, dir, None)
+    }
+
+    /// [`Sims::start`], the bank judging every pain.001 with the XSD at
+    /// `bank_xsd` (its `--xsd`) when one is given.
+    pub fn start_judged_by(
+        tools_exe: &Path,
+        tls: &SimTls,
+        dir: &Path,
+        bank_xsd: Option<&Path>,
+    ) -> Result<Sims, DemoError> {
+        let xsd = bank_xsd.map(|p| p.to_string_lossy().into_owned());
+        let bank_args: Vec<&str> = match &xsd {
+            Some(p) => vec!["--xsd", p],
+            None => Vec::new(),
+        };
         Ok(Sims {
             fsp: SimProc::start(tools_exe, "fsp", tls, &dir.join("sim-fsp.json"), &[])?,
             merchant: SimProc::start(tools_exe, "fsp", tls, &dir.join("sim-merchant.json"), &[])?,
-            bank: SimProc::start(tools_exe, "bank", tls, &dir.join("sim-bank.db"), &[])?,
+            bank: SimProc::start(tools_exe, "bank", tls, &dir.join("sim-bank.db"), &bank_args)?,
         })
     }
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use openssl::hash::MessageDigest;
@@ -140,8 +142,9 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The contract's XSD (beside the checkout), else the repository's copy.
 fn xsd() -> PathBuf {
-    let p = repo_root().join("schemas/pain.001.001.09.xsd");
+    let p = common::contract_xsd();
     assert!(
         p.is_file(),
         "{} is missing (the ISO 20022 XSD of CONTRACT §11)",
@@ -213,6 +216,11 @@ impl Sim {
             .arg(pki.path("ca.pem"))
             .arg("--state")
             .arg(state)
+            .args(if kind == "bank" {
+                vec![std::ffi::OsString::from("--xsd"), xsd().into_os_string()]
+            } else {
+                Vec::new()
+            })
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

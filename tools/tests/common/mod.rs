@@ -16,6 +16,26 @@ use tmcs_tools::trip::{self, Parties, Payment, SimTls, Sims, Terms, MERCHANT_IBA
 
 pub const PIN: &str = "480263";
 
+/// The XSD our pain.001 must validate against: CONTRACT §11's own file,
+/// `../shared/schemas/pain.001.001.09.xsd` beside this checkout. Where the
+/// checkout stands alone, the repository's copy `schemas/` (byte-equal to
+/// it, which `relay::pain`'s `the_xsd_is_the_contracts` checks whenever both
+/// are there), said on stderr as `relay::pain`'s tests say it.
+pub fn contract_xsd() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let shared = root.join("../shared/schemas/pain.001.001.09.xsd");
+    if shared.is_file() {
+        return shared;
+    }
+    let ours = root.join("schemas/pain.001.001.09.xsd");
+    eprintln!(
+        "NOT VALIDATED against {}: not beside this checkout; the bank judges with the copy {}",
+        shared.display(),
+        ours.display()
+    );
+    ours
+}
+
 pub fn tools_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tmcs-tools"))
 }
@@ -214,7 +234,8 @@ impl Trip {
             key: data.join("tls/server.key"),
             ca: data.join("ca.pem"),
         };
-        let sims = Sims::start(&tools_bin(), &tls, dir.path()).unwrap();
+        let sims =
+            Sims::start_judged_by(&tools_bin(), &tls, dir.path(), Some(&contract_xsd())).unwrap();
         let mut node = Node::new("node-a", &data, &env);
         node.start().await;
         let ca = data.join("ca.pem");
