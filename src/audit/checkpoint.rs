@@ -3,9 +3,7 @@
 //! with each a signed tree head `tmcs-sth-v1\n<tree_size>\n<root_hash>\n<ts>\n`.
 
 use base64::Engine;
-use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Public};
-use openssl::sign::Verifier;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -118,11 +116,13 @@ pub fn make_checkpoint(
 }
 
 pub fn verify_checkpoint_sig(cp: &Checkpoint, key: &PKey<Public>) -> bool {
-    let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(&cp.sig) else {
-        return false;
-    };
-    let msg = checkpoint_message(cp.seq, &cp.hash, &cp.ts);
-    Verifier::new(MessageDigest::sha256(), key)
-        .and_then(|mut v| v.verify_oneshot(&sig, msg.as_bytes()))
-        .unwrap_or(false)
+    audit_sig_verifies(key, &checkpoint_message(cp.seq, &cp.hash, &cp.ts), &cp.sig)
+}
+
+/// Whether `sig_b64` (base64 DER) is the audit key's signature over `msg`:
+/// checkpoints and signed tree heads alike.
+pub(crate) fn audit_sig_verifies(key: &PKey<Public>, msg: &str, sig_b64: &str) -> bool {
+    base64::engine::general_purpose::STANDARD
+        .decode(sig_b64)
+        .is_ok_and(|sig| crate::pki::sha256_signature_verifies(key, msg.as_bytes(), &sig))
 }

@@ -8,11 +8,8 @@
 //!
 //! This module is pure: it knows nothing of the database or the HSM.
 
-use base64::Engine;
-use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Public};
 use openssl::sha::Sha256;
-use openssl::sign::Verifier;
 use serde::{Deserialize, Serialize};
 
 pub type Hash = [u8; 32];
@@ -260,13 +257,11 @@ pub fn sth_message(tree_size: i64, root_hash: &str, ts: &str) -> String {
 impl SignedTreeHead {
     /// Whether `sig` verifies with the audit certificate's key.
     pub fn signature_verifies(&self, key: &PKey<Public>) -> bool {
-        let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(&self.sig) else {
-            return false;
-        };
-        let msg = sth_message(self.tree_size, &self.root_hash, &self.ts);
-        Verifier::new(MessageDigest::sha256(), key)
-            .and_then(|mut v| v.verify_oneshot(&sig, msg.as_bytes()))
-            .unwrap_or(false)
+        super::checkpoint::audit_sig_verifies(
+            key,
+            &sth_message(self.tree_size, &self.root_hash, &self.ts),
+            &self.sig,
+        )
     }
 }
 

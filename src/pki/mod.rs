@@ -25,6 +25,20 @@ pub use profile::{Profile, Profiles};
 pub use reason::Reason;
 pub use signer::{EcPublicKey, HsmSigner};
 
+/// Whether `sig` (DER ECDSA, or RSA PKCS#1 v1.5) is `key`'s SHA-256
+/// signature over `msg`. Every signature check of the service goes through
+/// here: parties' and devices' signatures, checkpoints, tree heads,
+/// evidence.
+pub fn sha256_signature_verifies(
+    key: &openssl::pkey::PKeyRef<Public>,
+    msg: &[u8],
+    sig: &[u8],
+) -> bool {
+    openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), key)
+        .and_then(|mut v| v.verify_oneshot(sig, msg))
+        .unwrap_or(false)
+}
+
 /// Names of the server's HSM keys (table `server_keys`) and of the current
 /// server certificates (table `pki_current`).
 pub mod names {

@@ -5,9 +5,6 @@
 use crate::problem::Problem;
 use std::sync::Arc;
 
-use openssl::hash::MessageDigest;
-use openssl::sign::Verifier;
-
 use super::{b64url, ims_error, subject, verification_code};
 use crate::app::Services;
 use crate::audit::{self, Actor, AuditEvent, NewEvent};
@@ -32,9 +29,7 @@ pub struct Submitted {
 /// Verifies `sig` over `msg` with the party's key (ECDSA P-256 or RSA
 /// PKCS#1 v1.5, SHA-256, as the certificate's key says).
 fn verify_party(key: &CachedKey, msg: &[u8], sig: &[u8]) -> bool {
-    Verifier::new(MessageDigest::sha256(), &key.key)
-        .and_then(|mut v| v.verify_oneshot(sig, msg))
-        .unwrap_or(false)
+    crate::pki::sha256_signature_verifies(&key.key, msg, sig)
 }
 
 /// A registered party of `kind` that may take part now, and its key.

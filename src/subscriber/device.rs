@@ -26,10 +26,8 @@ use base64::Engine;
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;
-use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Public};
-use openssl::sign::Verifier;
 
 use crate::app::Services;
 use crate::audit::{self, Actor, AuditEvent, NewEvent};
@@ -171,9 +169,7 @@ fn decoy_key() -> Option<&'static PKey<Public>> {
 }
 
 fn verify(key: &PKey<Public>, sig: &[u8], msg: &[u8]) -> bool {
-    Verifier::new(MessageDigest::sha256(), key)
-        .and_then(|mut v| v.verify_oneshot(sig, msg))
-        .unwrap_or(false)
+    crate::pki::sha256_signature_verifies(key, msg, sig)
 }
 
 /// Checks the device signature of `call`; returns the subscriber row.

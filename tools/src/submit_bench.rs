@@ -95,9 +95,7 @@ fn public_key(p: &Party) -> Result<PKey<Public>, DemoError> {
 
 fn verifies(key: &PKey<Public>, msg: &[u8], sig: Option<&[u8]>) -> bool {
     let Some(sig) = sig else { return false };
-    openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), key)
-        .and_then(|mut v| v.verify_oneshot(sig, msg))
-        .unwrap_or(false)
+    tmcs::pki::sha256_signature_verifies(key, msg, sig)
 }
 
 /// A submission's own work: the strict parse, then `to/sign` over M with

@@ -7,7 +7,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use openssl::hash::MessageDigest;
 use openssl::ocsp::{OcspCertId, OcspCertStatus, OcspFlag, OcspResponse, OcspResponseStatus};
-use openssl::sign::Verifier;
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyParam;
@@ -147,10 +146,7 @@ pub fn verify(
     let key = cert
         .public_key()
         .map_err(|e| fail("certificate", format!("no usable public key: {e}")))?;
-    let ok = Verifier::new(MessageDigest::sha256(), &key)
-        .and_then(|mut v| v.verify_oneshot(&sig, &c))
-        .unwrap_or(false);
-    if !ok {
+    if !crate::pki::sha256_signature_verifies(&key, &c, &sig) {
         return Err(fail(
             "signature",
             "does not verify over C with the certificate's public key",
