@@ -253,19 +253,40 @@ pub fn extend(store: &Store, to: i64) -> Result<i64, AuditError> {
     }
 }
 
-/// Makes sure the tree has at least `size` leaves.
-fn ensure_built(store: &Store, size: i64) -> Result<(), AuditError> {
-    if store.read(tree_rows::built_size)? < size {
-        extend(store, size)?;
+/// Runs `read` on one connection once the stored tree has `size` leaves,
+/// building it that far first when it has not (then reading again). A
+/// `size` beyond the log is refused, naming it as `what`.
+fn on_tree_of<T>(
+    store: &Store,
+    size: i64,
+    what: &str,
+    read: impl Fn(&mut DbConn) -> Result<T, AuditError>,
+) -> Result<T, AuditError> {
+    let attempt = || {
+        store.read(|c| -> Result<Option<T>, AuditError> {
+            let log = log_size(c)?;
+            if size > log {
+                return Err(range(format!("{what} is beyond the log ({log} events)")));
+            }
+            if tree_rows::built_size(c)? < size {
+                return Ok(None);
+            }
+            read(c).map(Some)
+        })
+    };
+    if let Some(done) = attempt()? {
+        return Ok(done);
     }
-    Ok(())
+    extend(store, size)?;
+    attempt()?.ok_or_else(|| corrupt(format!("tree not built to {size}")))
 }
 
 /// MTH of the first `size` events (hex), building the tree that far first.
 pub fn root_hex(store: &Store, size: i64) -> Result<String, AuditError> {
-    ensure_built(store, size)?;
     let n = u64::try_from(size).map_err(|_| AuditError::Range("negative tree size".into()))?;
-    store.read(|c| Ok(hex::encode(merkle::root(&mut StoredNodes::new(c), n)?)))
+    on_tree_of(store, size, &format!("tree size {size}"), |c| {
+        Ok(hex::encode(merkle::root(&mut StoredNodes::new(c), n)?))
+    })
 }
 
 /// The newest signed tree head.
@@ -327,38 +348,22 @@ pub fn inclusion_counted(
     if seq < 1 || seq > tree_size {
         return Err(range(format!("seq must be 1..={tree_size}, not {seq}")));
     }
-    let built = |store: &Store| {
-        store.read(|c| -> Result<Option<(InclusionProof, u64)>, AuditError> {
-            let size = log_size(c)?;
-            if tree_size > size {
-                return Err(range(format!(
-                    "tree_size {tree_size} is beyond the log ({size} events)"
-                )));
-            }
-            if tree_rows::built_size(c)? < tree_size {
-                return Ok(None);
-            }
-            let event = audit_rows::event_hash(c, seq)?
-                .and_then(|h| parse_hash(&h))
-                .ok_or_else(|| corrupt(format!("audit event {seq} missing or not hex")))?;
-            let mut src = StoredNodes::new(c);
-            // Both in range: 1 <= seq <= tree_size.
-            let (m, n) = ((seq - 1) as u64, tree_size as u64);
-            let path = src.prove(|s| merkle::inclusion_path(&mut Dyn(s), m, n))?;
-            let proof = InclusionProof {
-                seq,
-                tree_size,
-                leaf_hash: hex::encode(merkle::leaf_hash(&event)),
-                audit_path: path.iter().map(hex::encode).collect(),
-            };
-            Ok(Some((proof, src.reads)))
-        })
-    };
-    if let Some(done) = built(store)? {
-        return Ok(done);
-    }
-    extend(store, tree_size)?;
-    built(store)?.ok_or_else(|| corrupt(format!("tree not built to {tree_size}")))
+    on_tree_of(store, tree_size, &format!("tree_size {tree_size}"), |c| {
+        let event = audit_rows::event_hash(c, seq)?
+            .and_then(|h| parse_hash(&h))
+            .ok_or_else(|| corrupt(format!("audit event {seq} missing or not hex")))?;
+        let mut src = StoredNodes::new(c);
+        // Both in range: 1 <= seq <= tree_size.
+        let (m, n) = ((seq - 1) as u64, tree_size as u64);
+        let path = src.prove(|s| merkle::inclusion_path(&mut Dyn(s), m, n))?;
+        let proof = InclusionProof {
+            seq,
+            tree_size,
+            leaf_hash: hex::encode(merkle::leaf_hash(&event)),
+            audit_path: path.iter().map(hex::encode).collect(),
+        };
+        Ok((proof, src.reads))
+    })
 }
 
 /// The consistency proof between the trees of the first `first` and the
@@ -381,35 +386,19 @@ pub fn consistency_counted(
             "first ({first}) must not be greater than second ({second})"
         )));
     }
-    let built = |store: &Store| {
-        store.read(|c| -> Result<Option<(ConsistencyProof, u64)>, AuditError> {
-            let size = log_size(c)?;
-            if second > size {
-                return Err(range(format!(
-                    "second ({second}) is beyond the log ({size} events)"
-                )));
-            }
-            if tree_rows::built_size(c)? < second {
-                return Ok(None);
-            }
-            let mut src = StoredNodes::new(c);
-            let (m, n) = (first as u64, second as u64);
-            let proof = src.prove(|s| merkle::consistency_proof(&mut Dyn(s), m, n))?;
-            Ok(Some((
-                ConsistencyProof {
-                    first,
-                    second,
-                    proof: proof.iter().map(hex::encode).collect(),
-                },
-                src.reads,
-            )))
-        })
-    };
-    if let Some(done) = built(store)? {
-        return Ok(done);
-    }
-    extend(store, second)?;
-    built(store)?.ok_or_else(|| corrupt(format!("tree not built to {second}")))
+    on_tree_of(store, second, &format!("second ({second})"), |c| {
+        let mut src = StoredNodes::new(c);
+        let (m, n) = (first as u64, second as u64);
+        let proof = src.prove(|s| merkle::consistency_proof(&mut Dyn(s), m, n))?;
+        Ok((
+            ConsistencyProof {
+                first,
+                second,
+                proof: proof.iter().map(hex::encode).collect(),
+            },
+            src.reads,
+        ))
+    })
 }
 
 /// Every complete subtree of a list of leaves, computed in memory: what
