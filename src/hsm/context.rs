@@ -15,6 +15,16 @@ struct Loaded {
 
 static CONTEXTS: OnceLock<Mutex<HashMap<String, Loaded>>> = OnceLock::new();
 
+/// Held around every slot enumeration (`C_GetSlotList`) and token
+/// initialisation of the process. SoftHSM2 2.6 rescans its token directory
+/// in `C_GetSlotList`, and two threads rescanning at once can abort the
+/// process (`SlotManager::insertToken: Assertion 'result.second' failed`,
+/// seen when pools opened while another thread created a token).
+pub(crate) fn slot_list_lock() -> std::sync::MutexGuard<'static, ()> {
+    static SLOTS: Mutex<()> = Mutex::new(());
+    SLOTS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Points SoftHSM2 at `conf` by setting `SOFTHSM2_CONF`. Call it at the start
 /// of `main`, before any thread exists: the module reads the variable in
 /// `C_Initialize`, and changing the environment of a threaded process is unsound.

@@ -83,6 +83,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Finds the slot whose token carries `label`. Slot ids change when tokens
 /// are initialised, so the label is the stable name.
 pub(crate) fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
+    let _slots = super::context::slot_list_lock();
     for slot in ctx.get_slots_with_initialized_token()? {
         let info = ctx.get_token_info(slot)?;
         if info.label().trim_end() == label {

@@ -56,16 +56,20 @@ pub fn ensure_token(
         Err(HsmError::TokenNotFound(_)) => {}
         Err(e) => return Err(e),
     }
-    let mut free = None;
-    for slot in ctx.get_slots_with_token()? {
-        if !ctx.get_token_info(slot)?.token_initialized() {
-            free = Some(slot);
-            break;
+    {
+        let _slots = context::slot_list_lock();
+        let mut free = None;
+        for slot in ctx.get_slots_with_token()? {
+            if !ctx.get_token_info(slot)?.token_initialized() {
+                free = Some(slot);
+                break;
+            }
         }
+        let slot = free.ok_or_else(|| {
+            HsmError::Config("no uninitialised slot to create the token in".into())
+        })?;
+        ctx.init_token(slot, so_pin, label)?;
     }
-    let slot = free
-        .ok_or_else(|| HsmError::Config("no uninitialised slot to create the token in".into()))?;
-    ctx.init_token(slot, so_pin, label)?;
     // The slot id changes once the token is initialised: look it up by label.
     let slot = find_slot(&ctx, label)?;
     let session = ctx.open_rw_session(slot)?;
